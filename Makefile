@@ -1,0 +1,52 @@
+# mri-recon: every target that needs the environment depends on .venv, so a fresh clone needs
+# nothing done before `make train` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := data/demo
+RUNS := runs
+
+.PHONY: install data train eval tensorboard test test-all bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+$(DEMO)/singlecoil_train: | $(STAMP)
+	$(BIN)/mri-recon-data out=$(DEMO)
+
+data: $(STAMP)
+	$(BIN)/mri-recon-data out=$(DEMO)
+
+train: $(STAMP) | $(DEMO)/singlecoil_train
+	$(BIN)/mri-recon-train $(ARGS)
+
+# Evaluates the newest demo training run (best checkpoint) on the val split.
+eval: $(STAMP) | $(DEMO)/singlecoil_train
+	@run=$$(ls -td $(RUNS)/train/*/checkpoints/best.pt 2>/dev/null | head -n 1); \
+	if [ -z "$$run" ]; then echo "no checkpoint under $(RUNS)/train/: run 'make train' first" >&2; exit 2; fi; \
+	$(BIN)/mri-recon-eval checkpoint=$$run $(ARGS)
+
+tensorboard: $(STAMP)
+	$(BIN)/tensorboard --logdir $(RUNS) --bind_all
+
+test: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python scripts/benchmark_data.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check mri_recon scripts tests
+	$(BIN)/ruff format --check mri_recon scripts tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,90 @@
+"""Datasets and DataLoaders built from the `data` and `mask` config groups."""
+
+import hydra
+import torch
+from fastmri.data.subsample import MaskFunc
+from omegaconf import DictConfig
+
+from mri_recon.data.dataset import SliceDataset, split_folder
+from mri_recon.data.transforms import ZeroFilledTransform
+from mri_recon.errors import UserError
+
+
+def build_mask_func(mask_cfg: DictConfig) -> MaskFunc:
+    """Instantiate a fastmri mask function (``_target_`` + center_fractions + accelerations)."""
+    fractions, accelerations = list(mask_cfg.center_fractions), list(mask_cfg.accelerations)
+    if len(fractions) != len(accelerations):
+        raise UserError(
+            f"mask: center_fractions {fractions} and accelerations {accelerations} must have the "
+            "same length (one center fraction per acceleration)"
+        )
+    for fraction, acceleration in zip(fractions, accelerations, strict=True):
+        if not 0 < fraction < 1:
+            raise UserError(f"mask.center_fractions: expected values in (0, 1), got {fraction}")
+        if acceleration < 1:
+            raise UserError(f"mask.accelerations: expected values >= 1, got {acceleration}")
+        if fraction > 1 / acceleration:
+            raise UserError(
+                f"mask: center fraction {fraction} keeps more than 1/{acceleration} of the columns"
+            )
+    return hydra.utils.instantiate(mask_cfg, _convert_="all")
+
+
+def build_dataset(
+    data_cfg: DictConfig, split: str, mask_func: MaskFunc | None, fixed_masks: bool
+) -> SliceDataset:
+    """The slices of one split (``train``, ``val``, ``test``, ...) with the zero-filled transform.
+
+    Test/challenge files (stored ``mask``, no target) are read with their own mask.
+    """
+    folder = split_folder(data_cfg.root, data_cfg.challenge, split)
+    is_training = split == data_cfg.train_split
+    return SliceDataset(
+        folder,
+        data_cfg.challenge,
+        ZeroFilledTransform(data_cfg.challenge, mask_func, fixed_masks),
+        require_target=split in (data_cfg.train_split, data_cfg.val_split),
+        sample_rate=data_cfg.sample_rate if is_training else 1.0,
+        volume_sample_rate=data_cfg.volume_sample_rate if is_training else 1.0,
+        subset_seed=data_cfg.subset_seed,
+        cache_dir=data_cfg.cache_dir,
+    )
+
+
+def distributed_rank() -> int:
+    """This process's rank in the default process group, 0 when not distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return 0
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a distinct training-mask stream per worker and per rank.
+
+    Without it every forked worker inherits the same mask RNG state and draws the same masks.
+    ``torch.initial_seed()`` inside a worker is the loader's per-epoch base seed + worker id.
+    """
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if isinstance(transform, ZeroFilledTransform):
+        transform.reseed([torch.initial_seed() % 2**32, distributed_rank(), worker_id])
+
+
+def build_loader(
+    dataset: SliceDataset,
+    data_cfg: DictConfig,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader whose workers each draw their own training masks."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=data_cfg.batch_size,
+        shuffle=shuffle,
+        num_workers=data_cfg.num_workers,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
