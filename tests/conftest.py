@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny demo dataset made inside the test session (no network, tmp dirs only)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,40 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     make_tiny_data(root)
     return root
+
+
+def run_cli(tool: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run one of the installed console scripts (mri-recon-data/-train/-eval) as a user would."""
+    executable = Path(sys.executable).parent / tool
+    result = subprocess.run(
+        [str(executable), *overrides], capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+# Overrides that make training take seconds on the tiny dataset.
+TINY_TRAIN = [
+    "model.chans=4",
+    "model.num_pool_layers=2",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "trainer.log_every_n_steps=1",
+    "trainer.num_val_images=2",
+]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-epoch training run on the tiny dataset, through the real CLI."""
+    run_dir = tmp_path_factory.mktemp("runs") / "train"
+    run_cli(
+        "mri-recon-train",
+        f"data.root={tiny_root}",
+        f"data.cache_dir={run_dir.parent / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+        "trainer.max_epochs=2",
+        *TINY_TRAIN,
+    )
+    return run_dir

@@ -1,0 +1,104 @@
+"""Evaluation through the real CLI: metrics.json, per_volume.csv, report.md, submission files."""
+
+import csv
+import json
+from pathlib import Path
+
+import h5py
+import pytest
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def evaluation(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("eval") / "run"
+    run_cli(
+        "mri-recon-eval",
+        f"checkpoint={trained_run / 'checkpoints' / 'best.pt'}",
+        f"hydra.run.dir={out}",
+        "save_reconstructions=true",
+    )
+    return out
+
+
+def test_metrics_json_has_the_documented_layout(evaluation: Path) -> None:
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert metrics["split"] == "val" and metrics["num_volumes"] == 2
+    assert set(metrics["results"]) == {"4", "8"}
+    for by_method in metrics["results"].values():
+        assert set(by_method) == {"zero_filled", "unet"}
+        for values in by_method.values():
+            assert set(values) == {"NMSE", "PSNR", "SSIM", "seconds_per_slice"}
+            assert set(values["SSIM"]) == {"mean", "std"}
+            assert values["seconds_per_slice"] > 0
+    zero_filled = metrics["results"]
+    assert (
+        zero_filled["4"]["zero_filled"]["SSIM"]["mean"]
+        > zero_filled["8"]["zero_filled"]["SSIM"]["mean"]
+    )
+
+
+def test_per_volume_csv_and_report(evaluation: Path) -> None:
+    with open(evaluation / "per_volume.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 2 * 2 * 2  # volumes x methods x accelerations
+    assert set(rows[0]) == {"file", "acceleration", "method", "slices", "NMSE", "PSNR", "SSIM"}
+    report = (evaluation / "report.md").read_text()
+    assert "## 4x" in report and "## 8x" in report and "| unet |" in report
+
+
+def test_reconstruction_files_are_fastmri_submissions(evaluation: Path, tiny_root: Path) -> None:
+    files = sorted((evaluation / "reconstructions").rglob("*.h5"))
+    assert len(files) == 2 * 2 * 2
+    with h5py.File(evaluation / "reconstructions" / "unet" / "4" / files[0].name) as file:
+        assert file["reconstruction"].shape == (3, 32, 32)
+
+
+def test_evaluating_twice_gives_identical_metrics(
+    trained_run: Path, evaluation: Path, tmp_path: Path
+) -> None:
+    run_cli(
+        "mri-recon-eval",
+        f"checkpoint={trained_run / 'checkpoints' / 'best.pt'}",
+        f"hydra.run.dir={tmp_path}",
+    )
+    first = json.loads((evaluation / "metrics.json").read_text())["results"]
+    second = json.loads((tmp_path / "metrics.json").read_text())["results"]
+    for acceleration, by_method in first.items():
+        for method, values in by_method.items():
+            for metric in ("NMSE", "PSNR", "SSIM"):
+                assert values[metric] == second[acceleration][method][metric]
+
+
+def test_test_split_writes_reconstructions_only(trained_run: Path, tmp_path: Path) -> None:
+    run_cli(
+        "mri-recon-eval",
+        f"checkpoint={trained_run / 'checkpoints' / 'best.pt'}",
+        f"hydra.run.dir={tmp_path}",
+        "split=test",
+    )
+    files = sorted((tmp_path / "reconstructions").rglob("*.h5"))
+    assert len(files) == 2 * 2  # 2 test volumes x 2 methods, under their stored acceleration
+    assert {f.parent.name for f in files} == {"4", "8"}
+    assert json.loads((tmp_path / "metrics.json").read_text())["results"] == {}
+
+
+def test_baselines_without_checkpoint_and_multicoil(tiny_root: Path, tmp_path: Path) -> None:
+    run_cli(
+        "mri-recon-eval",
+        "method=[zero_filled]",
+        f"data.root={tiny_root}",
+        "data.challenge=multicoil",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path}",
+    )
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics["results"]["4"]) == {"zero_filled"}
+    assert metrics["results"]["4"]["zero_filled"]["SSIM"]["mean"] > 0.3
+
+
+def test_unet_without_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_cli("mri-recon-eval", f"hydra.run.dir={tmp_path}", check=False)
+    assert result.returncode == 2 and "checkpoint=PATH" in result.stderr
+    assert result.stderr.strip().count("\n") == 0

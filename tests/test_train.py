@@ -1,0 +1,95 @@
+"""Training through the real CLI: run directory, TensorBoard, checkpoints, exact resume."""
+
+import json
+from pathlib import Path
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from .conftest import TINY_TRAIN, run_cli
+
+SCALARS_PER_STEP = ("train/loss", "train/lr", "train/slices_per_sec")
+SCALARS_PER_EPOCH = ("val/loss", "val/SSIM", "val/PSNR", "val/NMSE")
+
+
+def test_run_directory_holds_config_events_checkpoints_metrics(trained_run: Path) -> None:
+    assert (trained_run / ".hydra" / "config.yaml").is_file()
+    assert list(trained_run.glob("events.out.tfevents.*"))
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(trained_run / "checkpoints" / name, weights_only=False)
+        assert {"model", "optimizer", "scheduler", "progress", "rng", "config"} <= set(state)
+        assert state["config"]["model"]["norm"] == "group"
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["epoch"] == 2
+    assert {"loss", "SSIM", "PSNR", "NMSE"} <= set(metrics["val"])
+    assert 0 < metrics["val"]["SSIM"]["mean"] <= 1
+
+
+def test_tensorboard_events_hold_scalars_and_image_panels(trained_run: Path) -> None:
+    events = EventAccumulator(str(trained_run), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in (*SCALARS_PER_STEP, *SCALARS_PER_EPOCH):
+        assert tag in tags["scalars"], tag
+    assert [e.step for e in events.Scalars("val/SSIM")] == [1, 2]
+    assert len(events.Scalars("train/loss")) == 10  # 9 slices / batch 2 = 5 steps, 2 epochs
+    panels = [tag for tag in tags["images"] if tag.startswith("val_images/")]
+    assert len(panels) == 2
+    image = events.Images(panels[0])[-1]
+    assert image.width == 4 * image.height  # target | zero-filled | U-Net | |error|
+
+
+def test_resumed_run_ends_with_identical_weights(tiny_root: Path, tmp_path: Path) -> None:
+    common = [
+        f"data.root={tiny_root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        *TINY_TRAIN,
+        "trainer.max_epochs=3",
+        "data.num_workers=2",
+        "model.drop_prob=0.1",
+    ]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_cli("mri-recon-train", *common, f"hydra.run.dir={straight}")
+    first = run_cli(
+        "mri-recon-train", *common, f"hydra.run.dir={split}", "trainer.stop_after_epoch=1"
+    )
+    assert "trainer.resume=true" in first.stderr + first.stdout
+    assert not (split / "metrics.json").exists()
+    run_cli(
+        "mri-recon-train",
+        f"hydra.run.dir={split}",
+        "trainer.resume=true",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    )
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(split / "checkpoints" / "last.pt", weights_only=False)
+    assert a["progress"] == b["progress"]
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert json.loads((straight / "metrics.json").read_text()) == json.loads(
+        (split / "metrics.json").read_text()
+    )
+
+
+def test_resume_without_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_cli(
+        "mri-recon-train", f"hydra.run.dir={tmp_path}", "trainer.resume=true", check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "trainer.resume" in result.stderr and "hydra.run.dir" in result.stderr
+
+
+def test_bad_data_root_and_bad_values_are_one_clear_line(tmp_path: Path) -> None:
+    cases = {
+        f"data.root={tmp_path / 'missing'}": "does not exist",
+        "optimizer.lr=-1": "optimizer.lr",
+        "mask.center_fractions=[1.5,0.04]": "center_fractions",
+    }
+    for override, message in cases.items():
+        result = run_cli(
+            "mri-recon-train", override, f"hydra.run.dir={tmp_path / 'run'}", check=False
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error:") and message in result.stderr
+        assert result.stderr.strip().count("\n") == 0
