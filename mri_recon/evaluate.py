@@ -1,14 +1,17 @@
-"""`mri-recon-eval`: zero-filled and U-Net (and, later, TV) side by side with fastMRI metrics.
+"""`mri-recon-eval`: zero-filled, TV and U-Net side by side with the fastMRI metrics.
 
     mri-recon-eval checkpoint=runs/train/<run>/checkpoints/best.pt
     mri-recon-eval checkpoint=... split=test save_reconstructions=true   # submission files
-    mri-recon-eval method=[zero_filled]                                  # no checkpoint needed
+    mri-recon-eval method=[zero_filled,tv]                               # no checkpoint needed
 
-Writes into its run directory: metrics.json, per_volume.csv, report.md and, with
-save_reconstructions=true, reconstructions/<method>/<acceleration>/<file name> holding dataset
-``reconstruction`` (slices, H, W) as fastMRI submissions do. Masks are fixed per file, so
-evaluating a checkpoint twice gives identical numbers. Test/challenge folders (no targets) are
-reconstructed with their stored masks and only the files are written.
+Writes into its run directory: metrics.json, per_volume.csv, report.md, figure.png (also logged to
+TensorBoard) and, with save_reconstructions=true, reconstructions/<method>/<acceleration>/<file>
+holding dataset ``reconstruction`` (slices, H, W) as fastMRI submissions do. Masks are fixed per
+file, so evaluating a checkpoint twice gives identical numbers. Test/challenge folders (no targets)
+are reconstructed with their stored masks and only the files are written.
+
+One DataLoader batch is one volume; each method reconstructs it, its metrics are computed and its
+files written before the next volume is read.
 """
 
 import csv
@@ -22,21 +25,28 @@ from typing import Any
 
 import h5py
 import hydra
+import matplotlib
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from mri_recon.baselines.tv import TVSettings, tv_reconstruct
 from mri_recon.checkpoint import load_checkpoint
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.dataset import SliceDataset
-from mri_recon.data.loaders import build_dataset, build_loader, build_mask_func
+from mri_recon.data.loaders import build_dataset, build_mask_func
+from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError, report_user_errors
 from mri_recon.metrics import METRICS, summarize, volume_metrics
-from mri_recon.reconstruct import VolumeCollector, predict, unnormalize
+from mri_recon.reconstruct import predict, unnormalize
 from mri_recon.train import select_device, uses_bf16
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -72,46 +82,84 @@ def data_config(cfg: DictConfig, train_cfg: DictConfig | None) -> DictConfig:
     return OmegaConf.merge({"data": train_cfg.data}, data_overrides).data
 
 
-def reconstruct(
-    dataset: SliceDataset,
-    data_cfg: DictConfig,
-    methods: list[str],
-    model: nn.Module | None,
-    device: torch.device,
-    bf16: bool,
-) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray | None, dict[str, float], int]:
-    """Run every method over the dataset.
+def tv_settings(baseline: DictConfig, acceleration: int, lam: float | None = None) -> TVSettings:
+    """The TV solver settings, with ``lam`` or else the configured weight of this acceleration."""
+    if lam is None:
+        lam = baseline.lam.get(str(acceleration))
+        if lam is None:
+            raise UserError(
+                f"baseline.lam has no value for {acceleration}x (has {list(baseline.lam)})"
+            )
+    return TVSettings(float(lam), baseline.iterations, baseline.tolerance, baseline.rho_per_lam)
 
-    Returns ({method: {file: (slices, H, W)}}, {file: target volume} or None for test files,
-    {method: seconds per slice}, number of slices). Zero-filled time is reading + masking + IFFT;
-    the U-Net's adds its forward pass to that.
-    """
-    loader = build_loader(dataset, data_cfg, shuffle=False)
-    collectors = {method: VolumeCollector() for method in methods}
-    targets = VolumeCollector()
-    seconds = defaultdict(float)
-    has_targets = True
-    fetch_start = time.perf_counter()
-    for batch in tqdm(loader, desc="reconstructing", leave=False, unit="batch"):
-        fetch = time.perf_counter() - fetch_start
-        seconds["zero_filled"] += fetch
-        collectors.get("zero_filled", VolumeCollector()).add(
-            unnormalize(batch.image, batch), batch.fname, batch.slice_num
-        )
-        if "unet" in methods:
+
+def tv_volume(
+    batch: Sample, settings: TVSettings, device: torch.device, batch_size: int
+) -> np.ndarray:
+    """TV reconstruction (slices, H, W) of one volume batch, ``batch_size`` slices at a time."""
+    crop = tuple(batch.image.shape[-2:])
+    outputs = [
+        tv_reconstruct(
+            batch.masked_kspace[i : i + batch_size].to(device),
+            batch.mask[i : i + batch_size].to(device),
+            crop,
+            settings,
+        ).cpu()
+        for i in range(0, len(batch.fname), batch_size)
+    ]
+    return torch.cat(outputs).numpy().astype(np.float32)
+
+
+def volume_loader(dataset: SliceDataset, num_workers: int) -> torch.utils.data.DataLoader:
+    """A DataLoader whose every batch is one whole volume, slices in order."""
+    by_file: dict[str, list[int]] = defaultdict(list)
+    for index, (path, _) in enumerate(dataset.slices):
+        by_file[path.name].append(index)
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=list(by_file.values()), num_workers=num_workers
+    )
+
+
+class Reconstructor:
+    """Runs the requested methods on one volume batch and times each of them."""
+
+    def __init__(self, cfg: DictConfig, methods: list[str], model: nn.Module | None, chunk: int):
+        self.cfg = cfg
+        self.methods = methods
+        self.model = model
+        self.chunk = chunk
+        self.device = select_device(cfg.device)
+        self.bf16 = uses_bf16(str(cfg.precision), self.device)
+
+    def unet(self, batch: Sample) -> np.ndarray:
+        outputs = [
+            predict(self.model, batch.image[i : i + self.chunk], self.device, self.bf16)
+            for i in range(0, len(batch.fname), self.chunk)
+        ]
+        return unnormalize(torch.cat(outputs), batch)
+
+    def tv(self, batch: Sample, acceleration: int) -> np.ndarray:
+        settings = tv_settings(self.cfg.baseline, acceleration)
+        return tv_volume(batch, settings, self.device, self.cfg.baseline.batch_size)
+
+    def __call__(
+        self, batch: Sample, acceleration: int, seconds: dict[str, float], fetch: float
+    ) -> dict[str, np.ndarray]:
+        """{method: (slices, H, W)} for one volume; adds each method's time to ``seconds``.
+
+        Every method starts from the same k-space read, so each is charged the read time.
+        """
+        volumes = {}
+        for method in self.methods:
             start = time.perf_counter()
-            output = predict(model, batch.image, device, bf16)
-            images = unnormalize(output, batch)  # copies to the CPU, so timing includes the sync
-            seconds["unet"] += fetch + time.perf_counter() - start
-            collectors["unet"].add(images, batch.fname, batch.slice_num)
-        has_targets = batch.target.numel() > 0
-        if has_targets:
-            targets.add(unnormalize(batch.target, batch), batch.fname, batch.slice_num)
-        fetch_start = time.perf_counter()
-    num_slices = len(dataset)
-    volumes = {method: collectors[method].volumes() for method in methods}
-    per_slice = {method: seconds[method] / num_slices for method in methods}
-    return volumes, targets.volumes() if has_targets else None, per_slice, num_slices
+            if method == "zero_filled":
+                volumes[method] = unnormalize(batch.image, batch)
+            elif method == "unet":
+                volumes[method] = self.unet(batch)
+            else:
+                volumes[method] = self.tv(batch, acceleration)
+            seconds[method] += fetch + time.perf_counter() - start
+        return volumes
 
 
 def write_volume(path: Path, volume: np.ndarray) -> None:
@@ -158,42 +206,91 @@ def write_report(
     (run_dir / "report.md").write_text("\n".join(lines))
 
 
+def make_figure(panels: list[dict[str, Any]], methods: list[str]) -> plt.Figure:
+    """Rows of slices: target, each method, then each method's |error|, on one grey scale."""
+    columns = ["target", *methods, *[f"|error| {m}" for m in methods]]
+    fig, axes = plt.subplots(
+        len(panels), len(columns), figsize=(2.2 * len(columns), 2.4 * len(panels)), squeeze=False
+    )
+    for row, panel in enumerate(panels):
+        target, scale = panel["target"], panel["target"].max()
+        images = [
+            target,
+            *[panel[m] for m in methods],
+            *[np.abs(target - panel[m]) for m in methods],
+        ]
+        for col, (title, image) in enumerate(zip(columns, images, strict=True)):
+            axes[row, col].imshow(
+                image, cmap="gray", vmin=0, vmax=scale if col <= len(methods) else scale / 4
+            )
+            axes[row, col].set_title(
+                f"{title}\n{panel['label']}" if col == 0 else title, fontsize=8
+            )
+            axes[row, col].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def write_test_reconstructions(
+    cfg: DictConfig, run_dir: Path, dataset: SliceDataset, reconstructor: Reconstructor
+) -> None:
+    """Test/challenge files: reconstruct with each file's stored mask and acceleration."""
+    seconds: dict[str, float] = defaultdict(float)
+    for batch in tqdm(
+        volume_loader(dataset, cfg.data.num_workers), desc="test volumes", unit="volume"
+    ):
+        name = batch.fname[0]
+        acceleration = int(dataset.metadata[name].get("acceleration", 0))
+        for method, volume in reconstructor(batch, acceleration, seconds, 0.0).items():
+            write_volume(run_dir / "reconstructions" / method / str(acceleration) / name, volume)
+    log.info(
+        "%s holds no targets: wrote reconstructions to %s", cfg.split, run_dir / "reconstructions"
+    )
+
+
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate every method at every acceleration; return the ``results`` of metrics.json."""
     methods = list(cfg.method)
     for method in methods:
         if method not in METHODS:
             raise UserError(f"method: expected entries from {list(METHODS)}, got {method!r}")
-    if "tv" in methods:
-        raise UserError("method tv: the TV compressed-sensing baseline is not available yet")
     device = select_device(cfg.device)
-    bf16 = uses_bf16(str(cfg.precision), device)
     model, train_cfg = load_model(cfg, device) if "unet" in methods else (None, None)
     data_cfg = data_config(cfg, train_cfg)
+    cfg = OmegaConf.merge(cfg, {"data": data_cfg})
+    reconstructor = Reconstructor(cfg, methods, model, chunk=data_cfg.batch_size)
+    keep_kspace = "tv" in methods
 
     results: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
+    panels: list[dict[str, Any]] = []
     pairs = list(zip(cfg.mask.center_fractions, cfg.mask.accelerations, strict=True))
     for center_fraction, acceleration in pairs:
         mask_cfg = OmegaConf.merge(
             cfg.mask, {"center_fractions": [center_fraction], "accelerations": [acceleration]}
         )
-        dataset = build_dataset(data_cfg, cfg.split, build_mask_func(mask_cfg), fixed_masks=True)
-        volumes, targets, per_slice, num_slices = reconstruct(
-            dataset, data_cfg, methods, model, device, bf16
+        mask_func = build_mask_func(mask_cfg)
+        dataset = build_dataset(
+            data_cfg, cfg.split, mask_func, fixed_masks=True, keep_kspace=keep_kspace
         )
-        if targets is None:
-            write_test_reconstructions(run_dir, dataset, volumes)
-            log.info("%s holds no targets: wrote reconstructions only", cfg.split)
+        if dataset[0].target.numel() == 0:
+            write_test_reconstructions(cfg, run_dir, dataset, reconstructor)
             write_report(run_dir, {}, [], cfg)
             return {}
+
         key = str(int(acceleration))
-        results[key] = {}
-        for method in methods:
-            per_volume = []
-            for name, volume in volumes[method].items():
-                values = volume_metrics(targets[name], volume)
-                per_volume.append(values)
+        per_volume: dict[str, list[dict[str, float]]] = defaultdict(list)
+        seconds: dict[str, float] = defaultdict(float)
+        loader = volume_loader(dataset, data_cfg.num_workers)
+        fetch_start = time.perf_counter()
+        for index, batch in enumerate(tqdm(loader, desc=f"{key}x", unit="volume")):
+            fetch = time.perf_counter() - fetch_start
+            name = batch.fname[0]
+            target = unnormalize(batch.target, batch)
+            volumes = reconstructor(batch, int(acceleration), seconds, fetch)
+            for method, volume in volumes.items():
+                values = volume_metrics(target, volume)
+                per_volume[method].append(values)
                 rows.append(
                     {
                         "file": name,
@@ -205,29 +302,39 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 )
                 if cfg.save_reconstructions:
                     write_volume(run_dir / "reconstructions" / method / key / name, volume)
-            results[key][method] = {**summarize(per_volume), "seconds_per_slice": per_slice[method]}
+            if index < cfg.figure_volumes:
+                middle = target.shape[0] // 2
+                panel = {"label": f"{name} slice {middle}, {key}x", "target": target[middle]}
+                panels.append(panel | {m: v[middle] for m, v in volumes.items()})
+            fetch_start = time.perf_counter()
+
+        results[key] = {
+            method: {
+                **summarize(per_volume[method]),
+                "seconds_per_slice": seconds[method] / len(dataset),
+            }
+            for method in methods
+        }
+        for method, values in results[key].items():
             log.info(
-                "%sx %-11s NMSE %.4f  PSNR %.2f  SSIM %.4f  (%d slices)",
+                "%sx %-11s NMSE %.4f  PSNR %.2f  SSIM %.4f  %.4f s/slice",
                 key,
                 method,
-                results[key][method]["NMSE"]["mean"],
-                results[key][method]["PSNR"]["mean"],
-                results[key][method]["SSIM"]["mean"],
-                num_slices,
+                values["NMSE"]["mean"],
+                values["PSNR"]["mean"],
+                values["SSIM"]["mean"],
+                values["seconds_per_slice"],
             )
+
     write_report(run_dir, results, rows, cfg)
+    if panels:
+        figure = make_figure(panels, methods)
+        figure.savefig(run_dir / "figure.png", dpi=90)
+        with SummaryWriter(log_dir=str(run_dir)) as writer:
+            writer.add_figure("eval/figure", figure)
+        plt.close(figure)
     log.info("report: %s", run_dir / "report.md")
     return results
-
-
-def write_test_reconstructions(
-    run_dir: Path, dataset: SliceDataset, volumes: dict[str, dict[str, np.ndarray]]
-) -> None:
-    """Test files: reconstructions grouped by each file's stored acceleration."""
-    for method, by_file in volumes.items():
-        for name, volume in by_file.items():
-            acceleration = str(int(dataset.metadata[name].get("acceleration", 0)))
-            write_volume(run_dir / "reconstructions" / method / acceleration / name, volume)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

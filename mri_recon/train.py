@@ -64,8 +64,6 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
 
 def check_config(cfg: DictConfig) -> None:
     """Reject values that cannot work before any work starts."""
-    if OmegaConf.is_missing(cfg.data, "root"):
-        raise UserError("data.root: set it to the folder holding the fastMRI split folders")
     if cfg.optimizer.lr <= 0:
         raise UserError(f"optimizer.lr: expected a positive number, got {cfg.optimizer.lr}")
     if cfg.trainer.max_epochs < 1:

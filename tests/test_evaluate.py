@@ -6,6 +6,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from .conftest import run_cli
 
@@ -27,7 +28,7 @@ def test_metrics_json_has_the_documented_layout(evaluation: Path) -> None:
     assert metrics["split"] == "val" and metrics["num_volumes"] == 2
     assert set(metrics["results"]) == {"4", "8"}
     for by_method in metrics["results"].values():
-        assert set(by_method) == {"zero_filled", "unet"}
+        assert set(by_method) == {"zero_filled", "tv", "unet"}
         for values in by_method.values():
             assert set(values) == {"NMSE", "PSNR", "SSIM", "seconds_per_slice"}
             assert set(values["SSIM"]) == {"mean", "std"}
@@ -42,15 +43,18 @@ def test_metrics_json_has_the_documented_layout(evaluation: Path) -> None:
 def test_per_volume_csv_and_report(evaluation: Path) -> None:
     with open(evaluation / "per_volume.csv") as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == 2 * 2 * 2  # volumes x methods x accelerations
+    assert len(rows) == 2 * 3 * 2  # volumes x methods x accelerations
     assert set(rows[0]) == {"file", "acceleration", "method", "slices", "NMSE", "PSNR", "SSIM"}
     report = (evaluation / "report.md").read_text()
-    assert "## 4x" in report and "## 8x" in report and "| unet |" in report
+    assert "## 4x" in report and "## 8x" in report
+    for method in ("zero_filled", "tv", "unet"):
+        assert f"| {method} |" in report
+    assert (evaluation / "figure.png").stat().st_size > 10_000
 
 
 def test_reconstruction_files_are_fastmri_submissions(evaluation: Path, tiny_root: Path) -> None:
     files = sorted((evaluation / "reconstructions").rglob("*.h5"))
-    assert len(files) == 2 * 2 * 2
+    assert len(files) == 2 * 3 * 2
     with h5py.File(evaluation / "reconstructions" / "unet" / "4" / files[0].name) as file:
         assert file["reconstruction"].shape == (3, 32, 32)
 
@@ -79,7 +83,7 @@ def test_test_split_writes_reconstructions_only(trained_run: Path, tmp_path: Pat
         "split=test",
     )
     files = sorted((tmp_path / "reconstructions").rglob("*.h5"))
-    assert len(files) == 2 * 2  # 2 test volumes x 2 methods, under their stored acceleration
+    assert len(files) == 2 * 3  # 2 test volumes x 3 methods, under their stored acceleration
     assert {f.parent.name for f in files} == {"4", "8"}
     assert json.loads((tmp_path / "metrics.json").read_text())["results"] == {}
 
@@ -87,18 +91,26 @@ def test_test_split_writes_reconstructions_only(trained_run: Path, tmp_path: Pat
 def test_baselines_without_checkpoint_and_multicoil(tiny_root: Path, tmp_path: Path) -> None:
     run_cli(
         "mri-recon-eval",
-        "method=[zero_filled]",
+        "method=[zero_filled,tv]",
         f"data.root={tiny_root}",
         "data.challenge=multicoil",
         f"data.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={tmp_path}",
     )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics["results"]["4"]) == {"zero_filled"}
-    assert metrics["results"]["4"]["zero_filled"]["SSIM"]["mean"] > 0.3
+    assert set(metrics["results"]["4"]) == {"zero_filled", "tv"}
+    # At 8x the tiny 40-column k-space keeps only 2 calibration lines for the coil maps: 4x only.
+    zero_filled, tv = (metrics["results"]["4"][m] for m in ("zero_filled", "tv"))
+    assert tv["NMSE"]["mean"] < zero_filled["NMSE"]["mean"]
 
 
 def test_unet_without_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
     result = run_cli("mri-recon-eval", f"hydra.run.dir={tmp_path}", check=False)
     assert result.returncode == 2 and "checkpoint=PATH" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_figure_is_logged_to_tensorboard(evaluation: Path) -> None:
+    events = EventAccumulator(str(evaluation), size_guidance={"images": 0})
+    events.Reload()
+    assert "eval/figure" in events.Tags()["images"]

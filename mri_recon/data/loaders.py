@@ -31,18 +31,28 @@ def build_mask_func(mask_cfg: DictConfig) -> MaskFunc:
 
 
 def build_dataset(
-    data_cfg: DictConfig, split: str, mask_func: MaskFunc | None, fixed_masks: bool
+    data_cfg: DictConfig,
+    split: str,
+    mask_func: MaskFunc | None,
+    fixed_masks: bool,
+    keep_kspace: bool = False,
 ) -> SliceDataset:
     """The slices of one split (``train``, ``val``, ``test``, ...) with the zero-filled transform.
 
     Test/challenge files (stored ``mask``, no target) are read with their own mask.
+    ``keep_kspace`` adds the masked k-space and mask to each sample (for the TV baseline).
     """
+    if data_cfg.root is None:
+        raise UserError(
+            f"data.root: set it to the folder holding {data_cfg.challenge}_{split}/ "
+            "(e.g. data.root=/data/fastmri/knee)"
+        )
     folder = split_folder(data_cfg.root, data_cfg.challenge, split)
     is_training = split == data_cfg.train_split
     return SliceDataset(
         folder,
         data_cfg.challenge,
-        ZeroFilledTransform(data_cfg.challenge, mask_func, fixed_masks),
+        ZeroFilledTransform(data_cfg.challenge, mask_func, fixed_masks, keep_kspace),
         require_target=split in (data_cfg.train_split, data_cfg.val_split),
         sample_rate=data_cfg.sample_rate if is_training else 1.0,
         volume_sample_rate=data_cfg.volume_sample_rate if is_training else 1.0,

@@ -31,6 +31,8 @@ class Sample(NamedTuple):
     mean, std: scalars to undo the normalization (x * std + mean).
     fname, slice_num: where the slice came from.
     max_value: the volume's maximum (attrs["max"]), 0.0 when the file has none.
+    masked_kspace: (H, W) or (coils, H, W) complex64 masked k-space, and mask: (W,) the sampled
+        columns, both only with ``keep_kspace=True`` (the TV baseline needs them), else (0,).
     """
 
     image: torch.Tensor
@@ -40,6 +42,8 @@ class Sample(NamedTuple):
     fname: str
     slice_num: int
     max_value: float
+    masked_kspace: torch.Tensor
+    mask: torch.Tensor
 
 
 def file_seed(fname: str) -> tuple[int, ...]:
@@ -50,7 +54,13 @@ def file_seed(fname: str) -> tuple[int, ...]:
 class ZeroFilledTransform:
     """fastMRI-layout slice -> ``Sample`` (mask, IFFT, crop, magnitude or RSS, normalize)."""
 
-    def __init__(self, challenge: str, mask_func: MaskFunc | None, fixed_masks: bool) -> None:
+    def __init__(
+        self,
+        challenge: str,
+        mask_func: MaskFunc | None,
+        fixed_masks: bool,
+        keep_kspace: bool = False,
+    ) -> None:
         """
         Args:
             challenge: "singlecoil" (magnitude) or "multicoil" (root-sum-of-squares over coils).
@@ -58,12 +68,14 @@ class ZeroFilledTransform:
                 k-space is already undersampled, always do).
             fixed_masks: seed each file's mask from its name (validation/test) instead of drawing
                 a fresh random mask per sample (training).
+            keep_kspace: also return the masked k-space and the mask (for the TV baseline).
         """
         if challenge not in ("singlecoil", "multicoil"):
             raise ValueError(f"challenge must be 'singlecoil' or 'multicoil', got {challenge!r}")
         self.challenge = challenge
         self.mask_func = mask_func
         self.fixed_masks = fixed_masks
+        self.keep_kspace = keep_kspace
 
     def reseed(self, seed: int | list[int]) -> None:
         """Restart the random training-mask stream (called once per DataLoader worker)."""
@@ -89,10 +101,15 @@ class ZeroFilledTransform:
             attrs: file attributes plus the header's padding_left/padding_right/recon_size.
         """
         kspace_t = to_tensor(kspace)  # (..., H, W, 2)
-        if mask is None and self.mask_func is not None:
+        if mask is not None:
+            columns = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+        elif self.mask_func is not None:
             seed = file_seed(fname) if self.fixed_masks else None
             padding = (attrs["padding_left"], attrs["padding_right"])
-            kspace_t = apply_mask(kspace_t, self.mask_func, seed=seed, padding=padding)[0]
+            kspace_t, mask_t, _ = apply_mask(kspace_t, self.mask_func, seed=seed, padding=padding)
+            columns = mask_t.reshape(-1)
+        else:
+            columns = torch.ones(kspace_t.shape[-2])
 
         image = fastmri.ifft2c(kspace_t)
         crop = tuple(target.shape[-2:]) if target is not None else tuple(attrs["recon_size"][:2])
@@ -116,4 +133,6 @@ class ZeroFilledTransform:
             fname=fname,
             slice_num=slice_num,
             max_value=float(attrs.get("max", 0.0)),
+            masked_kspace=torch.view_as_complex(kspace_t) if self.keep_kspace else torch.zeros(0),
+            mask=columns if self.keep_kspace else torch.zeros(0),
         )
