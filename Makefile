@@ -41,8 +41,8 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
-	$(BIN)/python scripts/benchmark_data.py
+bench: $(STAMP) | $(DEMO)/singlecoil_train
+	$(BIN)/python scripts/benchmark.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check mri_recon scripts tests

@@ -1,11 +1,48 @@
 """Hydra/OmegaConf set-up shared by the command-line tools."""
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from mri_recon.errors import UserError
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(PROJECT_DIR / "configs")
 
 # `${project_dir:}` in configs: the checkout holding configs/, data/ and runs/, whatever the cwd.
 OmegaConf.register_new_resolver("project_dir", lambda: str(PROJECT_DIR), replace=True)
+
+
+def check_overrides(config_name: str, args: list[str]) -> None:
+    """Compose ``config_name`` with the command line's overrides before Hydra runs.
+
+    An unknown key, an unknown group option or a malformed override then ends with one line
+    naming it (exit status 2) instead of Hydra's multi-line report. Hydra's own flags (``-m``,
+    ``--cfg``, ``--help``, ...) are left to Hydra.
+    """
+    if any(arg.startswith("-") for arg in args):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            compose(config_name=config_name, overrides=args, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        message = str(error).split("Config search path")[0]
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        print(f"error: {' '.join(lines)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_value(
+    cfg: DictConfig, key: str, integer: bool, valid: Callable[[float], bool], expected: str
+) -> None:
+    """Raise UserError unless ``cfg.<key>`` is a number (an integer if asked) passing ``valid``."""
+    value = OmegaConf.select(cfg, key)
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not is_number or (integer and not float(value).is_integer()) or not valid(value):
+        raise UserError(f"{key}: expected {expected}, got {value!r}")

@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import os
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -36,7 +37,7 @@ from tqdm import tqdm
 
 from mri_recon.baselines.tv import TVSettings, tv_reconstruct
 from mri_recon.checkpoint import load_checkpoint
-from mri_recon.config import CONFIG_DIR
+from mri_recon.config import CONFIG_DIR, check_overrides
 from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.loaders import build_dataset, build_mask_func
 from mri_recon.data.transforms import Sample
@@ -82,14 +83,15 @@ def data_config(cfg: DictConfig, train_cfg: DictConfig | None) -> DictConfig:
     return OmegaConf.merge({"data": train_cfg.data}, data_overrides).data
 
 
-def tv_settings(baseline: DictConfig, acceleration: int, lam: float | None = None) -> TVSettings:
-    """The TV solver settings, with ``lam`` or else the configured weight of this acceleration."""
+def tv_settings(
+    baseline: DictConfig, challenge: str, acceleration: int, lam: float | None = None
+) -> TVSettings:
+    """The TV solver settings, with ``lam`` or else the configured weight for this challenge and
+    acceleration (``baseline.lam.<challenge>.<acceleration>``)."""
     if lam is None:
-        lam = baseline.lam.get(str(acceleration))
+        lam = OmegaConf.select(baseline, f"lam.{challenge}.{acceleration}")
         if lam is None:
-            raise UserError(
-                f"baseline.lam has no value for {acceleration}x (has {list(baseline.lam)})"
-            )
+            raise UserError(f"baseline.lam.{challenge} has no value for {acceleration}x")
     return TVSettings(float(lam), baseline.iterations, baseline.tolerance, baseline.rho_per_lam)
 
 
@@ -139,7 +141,7 @@ class Reconstructor:
         return unnormalize(torch.cat(outputs), batch)
 
     def tv(self, batch: Sample, acceleration: int) -> np.ndarray:
-        settings = tv_settings(self.cfg.baseline, acceleration)
+        settings = tv_settings(self.cfg.baseline, self.cfg.data.challenge, acceleration)
         return tv_volume(batch, settings, self.device, self.cfg.baseline.batch_size)
 
     def __call__(
@@ -166,9 +168,12 @@ def write_volume(path: Path, volume: np.ndarray) -> None:
     """A fastMRI submission file: dataset ``reconstruction`` (slices, H, W), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with h5py.File(temporary, "w") as file:
-        file.create_dataset("reconstruction", data=volume)
-    os.replace(temporary, path)
+    try:
+        with h5py.File(temporary, "w") as file:
+            file.create_dataset("reconstruction", data=volume)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def write_report(
@@ -344,5 +349,11 @@ def main(cfg: DictConfig) -> None:
     evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script: checks the overrides, then runs the Hydra app."""
+    check_overrides("eval", sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -13,7 +13,10 @@ import json
 import logging
 import math
 import random
+import signal
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +31,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from mri_recon.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
-from mri_recon.config import CONFIG_DIR
+from mri_recon.config import CONFIG_DIR, check_overrides, check_value
 from mri_recon.data.loaders import build_dataset, build_loader, build_mask_func
 from mri_recon.data.transforms import ZeroFilledTransform
 from mri_recon.errors import UserError, report_user_errors
 from mri_recon.metrics import METRICS, summarize, volume_metrics
-from mri_recon.models.unet import Unet, count_parameters
+from mri_recon.models.unet import NORMS, Unet, count_parameters, group_count
 from mri_recon.reconstruct import VolumeCollector, autocast_context, predict, unnormalize
 
 log = logging.getLogger(__name__)
@@ -63,15 +66,37 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Reject values that cannot work before any work starts."""
-    if cfg.optimizer.lr <= 0:
-        raise UserError(f"optimizer.lr: expected a positive number, got {cfg.optimizer.lr}")
-    if cfg.trainer.max_epochs < 1:
-        raise UserError(f"trainer.max_epochs: expected >= 1, got {cfg.trainer.max_epochs}")
-    if cfg.data.batch_size < 1 or cfg.data.num_workers < 0:
-        raise UserError("data.batch_size must be >= 1 and data.num_workers >= 0")
-    if cfg.model.chans < 1 or cfg.model.num_pool_layers < 0:
-        raise UserError("model.chans must be >= 1 and model.num_pool_layers >= 0")
+    """Reject values that cannot work, before any work starts."""
+    rules = [
+        ("optimizer.lr", False, lambda v: v > 0, "a positive number"),
+        ("trainer.max_epochs", True, lambda v: v >= 1, "an integer >= 1"),
+        ("trainer.max_bad_steps", True, lambda v: v >= 1, "an integer >= 1"),
+        ("data.batch_size", True, lambda v: v >= 1, "an integer >= 1"),
+        ("data.num_workers", True, lambda v: v >= 0, "an integer >= 0"),
+        ("model.chans", True, lambda v: v >= 1, "an integer >= 1"),
+        ("model.num_pool_layers", True, lambda v: v >= 0, "an integer >= 0"),
+        ("model.groups", True, lambda v: v >= 1, "an integer >= 1"),
+        ("model.drop_prob", False, lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+    ]
+    for key, integer, valid, expected in rules:
+        check_value(cfg, key, integer, valid, expected)
+    if cfg.trainer.gradient_clip_val is not None:
+        check_value(
+            cfg, "trainer.gradient_clip_val", False, lambda v: v > 0, "a positive number or null"
+        )
+    if cfg.model.norm not in NORMS:
+        raise UserError(f"model.norm: expected one of {list(NORMS)}, got {cfg.model.norm!r}")
+    if cfg.model.norm == "group":
+        try:
+            group_count(cfg.model.chans, cfg.model.groups)
+        except ValueError as error:
+            raise UserError(
+                f"{error}: choose model.groups dividing model.chans={cfg.model.chans}"
+            ) from error
+    if cfg.data.challenge not in ("singlecoil", "multicoil"):
+        raise UserError(
+            f"data.challenge: expected singlecoil or multicoil, got {cfg.data.challenge!r}"
+        )
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -115,6 +140,44 @@ def resolve_resume(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict | N
     return merged, state
 
 
+class TrainingInterrupted(Exception):
+    """Raised after the checkpoint that follows a SIGTERM/SIGINT has been written."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# Signals received while training, appended by the handler and read after each step.
+stop_signal: list[int] = []
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def request_stop(signum: int, frame: Any) -> None:
+    """Signal handler: finish the current step, checkpoint, then stop."""
+    if stop_signal:  # a second Ctrl-C stops at once
+        raise KeyboardInterrupt
+    stop_signal.append(signum)
+    log.warning("%s received: stopping after this step", signal.Signals(signum).name)
+
+
+def skip_bad_step(progress: dict[str, Any], cfg: DictConfig, loss: float) -> None:
+    """Count a NaN/Inf step (its update is skipped); stop after too many in a row."""
+    progress["bad_steps"] = progress.get("bad_steps", 0) + 1
+    log.warning(
+        "skipped step %d: loss %s or its gradients are not finite (%d in a row)",
+        progress["global_step"] + 1,
+        loss,
+        progress["bad_steps"],
+    )
+    if progress["bad_steps"] >= cfg.trainer.max_bad_steps:
+        raise UserError(
+            f"training diverged: {progress['bad_steps']} consecutive steps with NaN/Inf loss or "
+            f"gradients at step {progress['global_step'] + 1}; the last checkpoint is untouched. "
+            "Lower optimizer.lr or set trainer.gradient_clip_val"
+        )
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: torch.utils.data.DataLoader,
@@ -125,9 +188,13 @@ def train_one_epoch(
     writer: SummaryWriter,
     progress: dict[str, Any],
     cfg: DictConfig,
-    save_step_checkpoint: Any,
+    save_step_checkpoint: Callable[[], None],
 ) -> float:
-    """One pass over the training data; returns the mean L1 loss of the batches it ran."""
+    """One pass over the training data; returns the mean L1 loss of the batches it ran.
+
+    A step whose loss or gradients are NaN/Inf is skipped (see ``skip_bad_step``). After a
+    SIGTERM/SIGINT the current step finishes, last.pt is written and TrainingInterrupted raised.
+    """
     model.train()
     losses, seen, window_start = [], 0, time.perf_counter()
     skip = progress["batches_done"]
@@ -143,13 +210,17 @@ def train_one_epoch(
             loss = F.l1_loss(model(images).float(), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.trainer.gradient_clip_val:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val)
+        clip = cfg.trainer.gradient_clip_val or math.inf
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
+        progress["batches_done"] = batch_index + 1
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            skip_bad_step(progress, cfg, loss.item())
+            continue
+        progress["bad_steps"] = 0
         optimizer.step()
         scheduler.step()
 
         progress["global_step"] += 1
-        progress["batches_done"] = batch_index + 1
         losses.append(loss.item())
         seen += images.shape[0]
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -161,8 +232,10 @@ def train_one_epoch(
             writer.add_scalar("train/slices_per_sec", seen / elapsed, step)
             seen, window_start = 0, time.perf_counter()
         every = cfg.trainer.checkpoint_every_n_steps
-        if every and step % every == 0:
+        if (every and step % every == 0) or stop_signal:
             save_step_checkpoint()
+        if stop_signal:
+            raise TrainingInterrupted(stop_signal[0])
     return float(np.mean(losses)) if losses else math.nan
 
 
@@ -289,50 +362,69 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         initial=progress["epoch"],
         total=cfg.trainer.max_epochs,
     )
-    for epoch in epochs:
-        progress["epoch"] = epoch
-        start = time.perf_counter()
-        generator.manual_seed(epoch_seed(cfg.seed, epoch))
-        if isinstance(train_set.transform, ZeroFilledTransform):
-            train_set.transform.reseed([cfg.seed, epoch])  # the stream when num_workers=0
-        train_loss = train_one_epoch(
-            model,
-            train_loader,
-            optimizer,
-            scheduler,
-            device,
-            bf16,
-            writer,
-            progress,
-            cfg,
-            lambda: save("last.pt"),
-        )
-        metrics = validate(model, val_loader, device, bf16)
-        for name in ("loss", *METRICS):
-            value = metrics[name] if name == "loss" else metrics[name]["mean"]
-            writer.add_scalar(f"val/{name}", value, epoch + 1)
-        log_panels(writer, model, val_set, panel_indices.tolist(), device, bf16, epoch + 1)
-        writer.flush()
+    handlers = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
+    try:
+        for epoch in epochs:
+            progress["epoch"] = epoch
+            start = time.perf_counter()
+            generator.manual_seed(epoch_seed(cfg.seed, epoch))
+            if isinstance(train_set.transform, ZeroFilledTransform):
+                train_set.transform.reseed([cfg.seed, epoch])  # the stream when num_workers=0
+            train_loss = train_one_epoch(
+                model,
+                train_loader,
+                optimizer,
+                scheduler,
+                device,
+                bf16,
+                writer,
+                progress,
+                cfg,
+                lambda: save("last.pt"),
+            )
+            metrics = validate(model, val_loader, device, bf16)
+            for name in ("loss", *METRICS):
+                value = metrics[name] if name == "loss" else metrics[name]["mean"]
+                writer.add_scalar(f"val/{name}", value, epoch + 1)
+            log_panels(writer, model, val_set, panel_indices.tolist(), device, bf16, epoch + 1)
+            writer.flush()
 
-        progress["epoch"], progress["batches_done"] = epoch + 1, 0
-        improved = metrics["SSIM"]["mean"] > progress["best_ssim"]
-        if improved:
-            progress["best_ssim"] = metrics["SSIM"]["mean"]
-            progress["best_epoch"] = epoch + 1
-            save("best.pt")
-        save("last.pt")
-        log.info(
-            "epoch %d/%d  train loss %.4f  val loss %.4f  SSIM %.4f  PSNR %.2f  NMSE %.4f  %.0fs%s",
-            epoch + 1,
-            cfg.trainer.max_epochs,
-            train_loss,
-            metrics["loss"],
-            metrics["SSIM"]["mean"],
-            metrics["PSNR"]["mean"],
-            metrics["NMSE"]["mean"],
-            time.perf_counter() - start,
-            "  (best)" if improved else "",
+            progress["epoch"], progress["batches_done"] = epoch + 1, 0
+            improved = metrics["SSIM"]["mean"] > progress["best_ssim"]
+            if improved:
+                progress["best_ssim"] = metrics["SSIM"]["mean"]
+                progress["best_epoch"] = epoch + 1
+                save("best.pt")
+            save("last.pt")
+            log.info(
+                "epoch %d/%d  train loss %.4f  val loss %.4f  SSIM %.4f  PSNR %.2f  NMSE %.4f  %.0fs%s",
+                epoch + 1,
+                cfg.trainer.max_epochs,
+                train_loss,
+                metrics["loss"],
+                metrics["SSIM"]["mean"],
+                metrics["PSNR"]["mean"],
+                metrics["NMSE"]["mean"],
+                time.perf_counter() - start,
+                "  (best)" if improved else "",
+            )
+            if stop_signal:  # received during validation
+                raise TrainingInterrupted(stop_signal[0])
+
+    except TrainingInterrupted:
+        log.warning(
+            "stopped at epoch %d, step %d; checkpoint written. Resume with: "
+            "mri-recon-train hydra.run.dir=%s trainer.resume=true",
+            progress["epoch"] + 1,
+            progress["global_step"],
+            run_dir,
         )
+        writer.close()
+        raise
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        stop_signal.clear()
 
     if progress["epoch"] < cfg.trainer.max_epochs:
         log.info(
@@ -369,9 +461,18 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point of `mri-recon-train`; returns the final validation SSIM (for sweeps)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = fit(cfg, run_dir)
+    try:
+        metrics = fit(cfg, run_dir)
+    except TrainingInterrupted as interrupt:
+        sys.exit(128 + interrupt.signum)
     return metrics["SSIM"]["mean"] if metrics else None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `mri-recon-train` console script: checks the overrides, then runs the Hydra app."""
+    check_overrides("train", sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,5 +1,8 @@
 """`mri-recon-tune-tv`: choose the TV weight lam per acceleration on validation volumes.
 
+Single- and multi-coil get their own values (``baseline.lam.<challenge>.<acceleration>``): the
+sweep tunes those of ``data.challenge`` and keeps the others.
+
     mri-recon-tune-tv                                   # demo val split, writes baseline/tv_tuned
     mri-recon-tune-tv data=fastmri_knee_singlecoil data.root=/data/knee max_volumes=20
     mri-recon-eval checkpoint=... baseline=tv_tuned     # use the tuned values
@@ -11,6 +14,7 @@ score, and ``output`` (by default configs/baseline/tv_tuned.yaml) the tuned conf
 
 import csv
 import logging
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from mri_recon.config import CONFIG_DIR
+from mri_recon.config import CONFIG_DIR, check_overrides
 from mri_recon.data.loaders import build_dataset, build_mask_func
 from mri_recon.errors import UserError, report_user_errors
 from mri_recon.evaluate import tv_settings, tv_volume, volume_loader
@@ -54,7 +58,9 @@ def sweep(cfg: DictConfig) -> dict[str, dict[float, float]]:
                 break
             target = unnormalize(batch.target, batch)
             for lam in cfg.lambdas:
-                settings = tv_settings(cfg.baseline, int(acceleration), float(lam))
+                settings = tv_settings(
+                    cfg.baseline, cfg.data.challenge, int(acceleration), float(lam)
+                )
                 recon = tv_volume(batch, settings, device, cfg.baseline.batch_size)
                 values[float(lam)].append(volume_metrics(target, recon)[cfg.metric])
         scores[str(int(acceleration))] = {lam: float(np.mean(v)) for lam, v in values.items()}
@@ -83,7 +89,7 @@ def main(cfg: DictConfig) -> None:
                     value,
                     "  <- best" if lam == best[acceleration] else "",
                 )
-    tuned = OmegaConf.merge(cfg.baseline, {"lam": {acc: lam for acc, lam in best.items()}})
+    tuned = OmegaConf.merge(cfg.baseline, {"lam": {cfg.data.challenge: dict(best)}})
     output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     header = (
@@ -97,5 +103,11 @@ def main(cfg: DictConfig) -> None:
         print(f"wrote {output}: copy it into configs/baseline/ to use it as baseline={output.stem}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script: checks the overrides, then runs the Hydra app."""
+    check_overrides("tune_tv", sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,14 +1,13 @@
 """Data-path throughput: our SliceDataset + ZeroFilledTransform vs fastmri's SliceDataset +
 UnetDataTransform, on the same demo files, measured side by side in one run.
 
-    .venv/bin/python scripts/benchmark_data.py [--repeats 3] [--out docs/benchmarks.md]
+    .venv/bin/python scripts/benchmark_data.py [--repeats 3]
 
 Generates demo files at the default size and at release size (640x368 k-space, 320x320 targets)
 into a temporary folder, then reads every training slice with a 4x random mask, num_workers=0.
 """
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -59,41 +58,38 @@ def measure(root: Path, challenge: str, repeats: int) -> tuple[float, float]:
     return statistics.median(ours_runs), statistics.median(theirs_runs)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=None, help="write the table into this Markdown file")
-    args = parser.parse_args()
+def run(repeats: int) -> str:
+    """The data-path section of docs/benchmarks.md."""
     torch.set_num_threads(1)
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, overrides in SIZES.items():
             root = Path(tmp) / label.split()[0]
             make_data(root, overrides)
             for challenge in ("singlecoil", "multicoil"):
-                ours, theirs = measure(root, challenge, args.repeats)
+                ours, theirs = measure(root, challenge, repeats)
                 rows.append(
                     f"| {label} | {challenge} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x |"
                 )
-    table = "\n".join(
+                print(rows[-1], flush=True)
+    torch.set_num_threads(torch.get_num_threads())
+    return "\n".join(
         [
+            "Every training slice read once per repeat with a 4x random mask, `num_workers=0`, one "
+            f"thread, median of {repeats} interleaved repeats, the same files for both.",
+            "",
             "| size | challenge | ours (slices/s) | fastmri (slices/s) | ratio |",
             "|---|---|---|---|---|",
             *rows,
         ]
     )
-    print(table)
-    if args.out:
-        machine = (
-            f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread"
-        )
-        Path(args.out).write_text(
-            "# Benchmarks\n\n## Data path: dataset + zero-filled transform\n\n"
-            "Every training slice read once per repeat with a 4x random mask, `num_workers=0`, "
-            f"median of {args.repeats} interleaved repeats, same files for both ({machine}).\n\n"
-            f"Command: `.venv/bin/python scripts/benchmark_data.py --out {args.out}`\n\n{table}\n"
-        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(run(args.repeats))
 
 
 if __name__ == "__main__":

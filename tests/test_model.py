@@ -14,10 +14,11 @@ def test_unet_keeps_shape_for_every_norm(norm: str) -> None:
     assert model(image).shape == (2, 1, 37, 50)
 
 
-def test_group_norm_uses_requested_groups_reduced_to_divisors() -> None:
+def test_group_norm_uses_requested_groups_reduced_in_narrow_layers() -> None:
     assert group_count(64, 32) == 32
     assert group_count(16, 32) == 16
-    assert group_count(48, 32) == 24
+    with pytest.raises(ValueError, match="does not divide"):
+        group_count(48, 32)
     model = Unet(chans=16, num_pool_layers=2, norm="group", groups=32)
     norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
     assert norms and all(m.num_channels % m.num_groups == 0 for m in norms)

@@ -63,49 +63,92 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def first_nonfinite_slice(kspace: h5py.Dataset, chunk: int = 8) -> int | None:
+    """Index of the first slice holding NaN or Inf, reading a few slices at a time."""
+    for start in range(0, kspace.shape[0], chunk):
+        finite = np.isfinite(kspace[start : start + chunk])
+        if not finite.all():
+            return start + int(np.argmin(finite.reshape(finite.shape[0], -1).all(axis=1)))
+    return None
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
-    """Everything the dataset needs to know about one file, without reading k-space."""
+    """Everything the dataset needs to know about one file.
+
+    Reads the k-space once, to find NaN/Inf values (the result is cached). A file that cannot be
+    read gives a record with an "error" entry instead.
+    """
     try:
-        file = h5py.File(path, "r")
+        with h5py.File(path, "r") as file:
+            datasets = [key for key in file if isinstance(file[key], h5py.Dataset)]
+            kspace = file["kspace"] if "kspace" in datasets else None
+            is_complex = kspace is not None and np.issubdtype(kspace.dtype, np.complexfloating)
+            record: dict[str, Any] = {
+                "keys": sorted(file.keys()),
+                "attrs": {key: _plain(file.attrs[key]) for key in ATTR_KEYS if key in file.attrs},
+                "shapes": {key: list(file[key].shape) for key in datasets},
+                "kspace_complex": is_complex,
+                "nonfinite_slice": first_nonfinite_slice(kspace) if is_complex else None,
+                "header": None,
+                "header_error": None,
+            }
+            if "ismrmrd_header" not in file:
+                record["header_error"] = "no ismrmrd_header"
+            else:
+                try:
+                    record["header"] = vars(parse_header(file["ismrmrd_header"][()]))
+                except (ValueError, SyntaxError) as error:
+                    record["header_error"] = f"malformed ismrmrd_header ({error})"
     except OSError as error:
-        raise DataError(f"{path}: not a readable HDF5 file ({error})") from error
-    with file:
-        record: dict[str, Any] = {
-            "keys": sorted(file.keys()),
-            "attrs": {key: _plain(file.attrs[key]) for key in ATTR_KEYS if key in file.attrs},
-            "shapes": {
-                key: list(file[key].shape) for key in file if isinstance(file[key], h5py.Dataset)
-            },
-            "kspace_complex": "kspace" in file
-            and np.issubdtype(file["kspace"].dtype, np.complexfloating),
-            "header": None,
-            "header_error": None,
-        }
-        if "ismrmrd_header" not in file:
-            record["header_error"] = "no ismrmrd_header"
-        else:
-            try:
-                record["header"] = vars(parse_header(file["ismrmrd_header"][()]))
-            except (ValueError, SyntaxError) as error:
-                record["header_error"] = f"malformed ismrmrd_header ({error})"
+        return {"error": f"{path}: not a readable HDF5 file, or truncated ({error})"}
     return record
 
 
 def check_record(path: Path, record: dict[str, Any], challenge: str, require_target: bool) -> None:
     """Raise DataError, naming the file and what was expected, if it cannot be used."""
+    if "error" in record:
+        raise DataError(record["error"])
     if "kspace" not in record["keys"]:
         raise DataError(f"{path}: no 'kspace' dataset (expected fastMRI layout)")
     shape = record["shapes"]["kspace"]
     if len(shape) != KSPACE_NDIM[challenge]:
         layout = "(slices, H, W)" if challenge == "singlecoil" else "(slices, coils, H, W)"
-        raise DataError(f"{path}: kspace has shape {tuple(shape)}, expected {challenge} {layout}")
+        other = "multicoil" if challenge == "singlecoil" else "singlecoil"
+        hint = (
+            f"; {other} data? set data.challenge={other}"
+            if len(shape) == KSPACE_NDIM[other]
+            else ""
+        )
+        raise DataError(
+            f"{path}: kspace has shape {tuple(shape)}, expected {challenge} {layout}{hint}"
+        )
+    if shape[0] == 0:
+        raise DataError(f"{path}: kspace has no slices (expected at least one)")
     if not record["kspace_complex"]:
         raise DataError(f"{path}: kspace is real, expected complex values")
+    if record["nonfinite_slice"] is not None:
+        raise DataError(f"{path}: kspace slice {record['nonfinite_slice']} holds NaN or Inf values")
+    if "mask" in record["shapes"] and record["shapes"]["mask"] != [shape[-1]]:
+        raise DataError(
+            f"{path}: mask has shape {tuple(record['shapes']['mask'])}, expected ({shape[-1]},) "
+            "to match the k-space width"
+        )
     target_key = TARGET_KEYS[challenge]
     if require_target and target_key not in record["keys"]:
         raise DataError(
             f"{path}: no '{target_key}' target (expected in {challenge} train/val files)"
         )
+    target = record["shapes"].get(target_key)
+    if target is not None:
+        if len(target) != 3 or target[0] != shape[0]:
+            raise DataError(
+                f"{path}: {target_key} has shape {tuple(target)}, expected ({shape[0]}, h, w)"
+            )
+        if target[1] > shape[-2] or target[2] > shape[-1]:
+            raise DataError(
+                f"{path}: {target_key} is {target[1]}x{target[2]}, larger than the k-space image "
+                f"{shape[-2]}x{shape[-1]} it must be cropped from"
+            )
 
 
 class SliceDataset(torch.utils.data.Dataset):
@@ -126,6 +169,7 @@ class SliceDataset(torch.utils.data.Dataset):
         volume_sample_rate: float = 1.0,
         subset_seed: int = 0,
         cache_dir: str | Path | None = None,
+        skip_bad_files: bool = False,
     ) -> None:
         if challenge not in TARGET_KEYS:
             raise DataError(f"challenge must be 'singlecoil' or 'multicoil', got {challenge!r}")
@@ -139,12 +183,29 @@ class SliceDataset(torch.utils.data.Dataset):
 
         records = self._load_metadata(files, cache_dir)
         self.metadata: dict[str, dict[str, Any]] = {}
+        volumes = []
         for path in files:
             record = records[path.name]
-            check_record(path, record, challenge, require_target)
+            try:
+                check_record(path, record, challenge, require_target)
+            except DataError as error:
+                if not skip_bad_files:
+                    raise DataError(
+                        f"{error} (data.skip_bad_files=true skips such files)"
+                    ) from error
+                warnings.warn(f"skipping {error}", stacklevel=2)
+                continue
             self.metadata[path.name] = self._slice_attrs(path, record)
+            volumes.append(path)
+        if len(volumes) < len(files):
+            log.warning(
+                "skipped %d of %d files in %s", len(files) - len(volumes), len(files), folder
+            )
+            if not volumes:
+                raise DataError(
+                    f"{self.folder}: every .h5 file is unusable (expected fastMRI layout)"
+                )
 
-        volumes = list(files)
         if volume_sample_rate < 1.0:
             keep = max(1, round(len(volumes) * volume_sample_rate))
             volumes = sorted(random.Random(subset_seed).sample(volumes, keep))

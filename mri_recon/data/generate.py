@@ -8,6 +8,7 @@ The same seed gives byte-identical files.
 """
 
 import os
+import sys
 from pathlib import Path
 
 import h5py
@@ -17,7 +18,7 @@ from fastmri.data.subsample import EquispacedMaskFractionFunc, MaskFunc, RandomM
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from mri_recon.config import CONFIG_DIR
+from mri_recon.config import CONFIG_DIR, check_overrides
 from mri_recon.data.demo import Acquisition, acquire, synthesize_slab
 from mri_recon.data.header import build_header
 from mri_recon.errors import UserError, report_user_errors
@@ -146,5 +147,11 @@ def main(cfg: DictConfig) -> None:
     print(f"wrote {len(files)} files to {cfg.out}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `mri-recon-data` console script: checks the overrides, then runs the Hydra app."""
+    check_overrides("data_gen", sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

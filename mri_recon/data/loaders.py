@@ -1,5 +1,7 @@
 """Datasets and DataLoaders built from the `data` and `mask` config groups."""
 
+import signal
+
 import hydra
 import torch
 from fastmri.data.subsample import MaskFunc
@@ -19,10 +21,18 @@ def build_mask_func(mask_cfg: DictConfig) -> MaskFunc:
             "same length (one center fraction per acceleration)"
         )
     for fraction, acceleration in zip(fractions, accelerations, strict=True):
-        if not 0 < fraction < 1:
-            raise UserError(f"mask.center_fractions: expected values in (0, 1), got {fraction}")
-        if acceleration < 1:
-            raise UserError(f"mask.accelerations: expected values >= 1, got {acceleration}")
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not 0 < fraction < 1
+        ):
+            raise UserError(f"mask.center_fractions: expected values in (0, 1), got {fraction!r}")
+        if (
+            isinstance(acceleration, bool)
+            or not isinstance(acceleration, int | float)
+            or acceleration < 1
+        ):
+            raise UserError(f"mask.accelerations: expected values >= 1, got {acceleration!r}")
         if fraction > 1 / acceleration:
             raise UserError(
                 f"mask: center fraction {fraction} keeps more than 1/{acceleration} of the columns"
@@ -58,6 +68,7 @@ def build_dataset(
         volume_sample_rate=data_cfg.volume_sample_rate if is_training else 1.0,
         subset_seed=data_cfg.subset_seed,
         cache_dir=data_cfg.cache_dir,
+        skip_bad_files=data_cfg.skip_bad_files,
     )
 
 
@@ -74,6 +85,7 @@ def seed_worker(worker_id: int) -> None:
     Without it every forked worker inherits the same mask RNG state and draws the same masks.
     ``torch.initial_seed()`` inside a worker is the loader's per-epoch base seed + worker id.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     info = torch.utils.data.get_worker_info()
     transform = getattr(info.dataset, "transform", None)
     if isinstance(transform, ZeroFilledTransform):

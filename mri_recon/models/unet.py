@@ -13,8 +13,14 @@ NORMS = ("group", "batch", "instance", "layer", "none")
 
 
 def group_count(channels: int, groups: int) -> int:
-    """The largest divisor of ``channels`` that is at most ``groups``."""
-    return max(g for g in range(1, min(groups, channels) + 1) if channels % g == 0)
+    """GroupNorm groups for a layer: ``groups``, reduced to ``channels`` in narrower layers.
+
+    Raises ValueError when the result does not divide ``channels``.
+    """
+    count = min(groups, channels)
+    if channels % count:
+        raise ValueError(f"model.groups={groups} does not divide a layer of {channels} channels")
+    return count
 
 
 def make_norm(norm: str, channels: int, groups: int) -> nn.Module:

@@ -1,0 +1,270 @@
+"""TV baseline speed and quality, side by side with BART's `pics` and the U-Net, in one run.
+
+    .venv/bin/python scripts/benchmark_tv.py [--root data/demo] [--volumes 2]
+
+- ours vs BART (`bart pics -R T:3:0:lam`, Debian package `bart`) on the same demo val slices,
+  same masks, same lam, same unit-maximum data scaling: SSIM/PSNR per volume and seconds per slice;
+- TV seconds per slice at the demo size and at release size (640x368 k-space, 320x320 target),
+  single- and multi-coil, CPU and (when present) CUDA;
+- U-Net (default config) inference seconds per slice at the same sizes, and the TV/U-Net ratio.
+"""
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastmri.data.subsample import RandomMaskFunc
+from hydra import compose, initialize_config_dir
+
+from mri_recon.baselines.tv import SenseOperator, TVSettings, estimate_sensitivities, tv_reconstruct
+from mri_recon.config import CONFIG_DIR
+from mri_recon.data.dataset import SliceDataset, split_folder
+from mri_recon.data.generate import generate
+from mri_recon.data.transforms import ZeroFilledTransform
+from mri_recon.evaluate import tv_settings, volume_loader
+from mri_recon.metrics import volume_metrics
+from mri_recon.models.unet import Unet
+
+MASKS = {4: 0.08, 8: 0.04}
+
+
+def load_configs() -> tuple:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("eval"), compose("train")
+
+
+def volumes(root: Path, challenge: str, acceleration: int, count: int) -> list:
+    """The first ``count`` val volumes as batches with masked k-space (fixed masks)."""
+    mask = RandomMaskFunc([MASKS[acceleration]], [acceleration])
+    transform = ZeroFilledTransform(challenge, mask, fixed_masks=True, keep_kspace=True)
+    dataset = SliceDataset(split_folder(root, challenge, "val"), challenge, transform)
+    batches = []
+    for batch in volume_loader(dataset, 0):
+        batches.append(batch)
+        if len(batches) == count:
+            break
+    return batches
+
+
+def target_of(batch) -> np.ndarray:
+    return (batch.target[:, 0] * batch.std[:, None, None] + batch.mean[:, None, None]).numpy()
+
+
+def ours(batch, settings: TVSettings, device: str = "cpu") -> tuple[np.ndarray, float]:
+    """TV reconstruction of one volume and its seconds per slice."""
+    kspace, mask = batch.masked_kspace.to(device), batch.mask.to(device)
+    crop = tuple(batch.image.shape[-2:])
+    tv_reconstruct(kspace[:1], mask[:1], crop, TVSettings(settings.lam, 2, 0.0))  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    recon = tv_reconstruct(kspace, mask, crop, settings)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return recon.cpu().numpy(), (time.perf_counter() - start) / kspace.shape[0]
+
+
+def write_cfl(name: Path, array: np.ndarray) -> None:
+    """BART's .hdr/.cfl pair (column-major complex64)."""
+    name.with_suffix(".hdr").write_text("# Dimensions\n" + " ".join(map(str, array.shape)) + "\n")
+    np.asarray(array, dtype=np.complex64).ravel(order="F").tofile(name.with_suffix(".cfl"))
+
+
+def read_cfl(name: Path) -> np.ndarray:
+    dims = [int(n) for n in name.with_suffix(".hdr").read_text().split("\n")[1].split()]
+    return np.fromfile(name.with_suffix(".cfl"), dtype=np.complex64).reshape(dims, order="F")
+
+
+def bart(batch, lam: float, iterations: int, work: Path) -> tuple[np.ndarray, float]:
+    """BART pics with the same scaled data and (for multi-coil) the same coil maps as ours."""
+    kspace = batch.masked_kspace
+    maps = None
+    if kspace.dim() == 3:
+        kspace = kspace[:, None]
+    else:
+        maps = estimate_sensitivities(kspace, batch.mask)
+    operator = SenseOperator(batch.mask, maps)
+    scale = operator.adjoint(kspace).abs().amax(dim=(1, 2))
+    crop = batch.image.shape[-2:]
+    recons, seconds = [], 0.0
+    for index in range(kspace.shape[0]):
+        k = (kspace[index] / scale[index]).permute(1, 2, 0).numpy()  # (H, W, C)
+        s = np.ones_like(k[..., :1]) if maps is None else maps[index].permute(1, 2, 0).numpy()
+        write_cfl(work / "k", k[:, :, None, :])
+        write_cfl(work / "s", s[:, :, None, :])
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                "bart",
+                "pics",
+                "-d",
+                "0",
+                "-w",
+                "1",
+                "-i",
+                str(iterations),
+                "-R",
+                f"T:3:0:{lam}",
+                str(work / "k"),
+                str(work / "s"),
+                str(work / "x"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        seconds += time.perf_counter() - start
+        x = np.abs(read_cfl(work / "x").reshape(k.shape[:2])) * float(scale[index])
+        top, left = (x.shape[0] - crop[0]) // 2, (x.shape[1] - crop[1]) // 2
+        recons.append(x[top : top + crop[0], left : left + crop[1]])
+    return np.stack(recons).astype(np.float32), seconds / kspace.shape[0]
+
+
+def unet_seconds(
+    model: torch.nn.Module, shape: tuple[int, int], device: str, batch: int = 8
+) -> float:
+    """U-Net inference seconds per slice (fp32 on CPU, bf16 autocast on CUDA)."""
+    model = model.to(device).eval()
+    images = torch.randn(batch, 1, *shape, device=device)
+    runs = []
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        model(images)
+        for _ in range(3):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(images)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            runs.append((time.perf_counter() - start) / batch)
+    return statistics.median(runs)
+
+
+def bart_section(root: Path, settings_for, count: int, bart_iterations: list[int]) -> list[str]:
+    lines = [
+        "| challenge | accel | method | iterations | SSIM | PSNR | s/slice | ours faster by |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for challenge in ("singlecoil", "multicoil"):
+            for acceleration in MASKS:
+                batches = volumes(root, challenge, acceleration, count)
+                settings = settings_for(challenge, acceleration)
+                rows = {"ours": [], **{f"BART {i}": [] for i in bart_iterations}}
+                for batch in batches:
+                    target = target_of(batch)
+                    recon, seconds = ours(batch, settings)
+                    rows["ours"].append((volume_metrics(target, recon), seconds))
+                    for iterations in bart_iterations:
+                        recon, seconds = bart(batch, settings.lam, iterations, Path(tmp))
+                        rows[f"BART {iterations}"].append((volume_metrics(target, recon), seconds))
+                our_time = np.mean([s for _, s in rows["ours"]])
+                for name, results in rows.items():
+                    ssim = np.mean([m["SSIM"] for m, _ in results])
+                    psnr = np.mean([m["PSNR"] for m, _ in results])
+                    seconds = np.mean([s for _, s in results])
+                    iterations = settings.iterations if name == "ours" else name.split()[1]
+                    ratio = "" if name == "ours" else f"{seconds / our_time:.1f}x"
+                    lines.append(
+                        f"| {challenge} | {acceleration}x | {name.split()[0]} | {iterations} | "
+                        f"{ssim:.4f} | {psnr:.2f} | {seconds:.3f} | {ratio} |"
+                    )
+                    print(lines[-1], flush=True)
+    return lines
+
+
+def speed_section(roots: dict[str, Path], settings_for, devices: list[str]) -> list[str]:
+    lines = [
+        "| size | challenge | device | TV s/slice | U-Net s/slice | TV / U-Net |",
+        "|---|---|---|---|---|---|",
+    ]
+    _, train_cfg = load_configs()
+    model = Unet(**{k: v for k, v in train_cfg.model.items() if k != "_target_"})
+    for label, root in roots.items():
+        for challenge in ("singlecoil", "multicoil"):
+            batch = volumes(root, challenge, 4, 1)[0]
+            for device in devices:
+                _, tv_seconds = ours(batch, settings_for(challenge, 4), device)
+                net_seconds = unet_seconds(model, tuple(batch.image.shape[-2:]), device)
+                lines.append(
+                    f"| {label} | {challenge} | {device} | {tv_seconds:.4f} | {net_seconds:.4f} | "
+                    f"{tv_seconds / net_seconds:.1f}x |"
+                )
+                print(lines[-1], flush=True)
+    return lines
+
+
+def make_release_data(out: Path) -> None:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "data_gen",
+            [
+                f"out={out}",
+                "size=release",
+                "volumes.train=0",
+                "volumes.val=1",
+                "volumes.test=0",
+                "num_slices=8",
+            ],
+        )
+    generate(cfg)
+
+
+def run(root: Path, count: int, bart_iterations: list[int]) -> str:
+    """The TV sections of docs/benchmarks.md."""
+    eval_cfg, _ = load_configs()
+    base = eval_cfg.baseline
+
+    def settings_for(challenge: str, acceleration: int) -> TVSettings:
+        return tv_settings(base, challenge, acceleration)
+
+    parts = []
+    if shutil.which("bart"):
+        parts += [
+            "### TV: ours vs BART `pics`",
+            "",
+            f"{count} demo val volumes per row, same masks, same lam (configs/baseline/tv.yaml), "
+            "same data scaling and, multi-coil, the same coil maps; BART run slice by slice "
+            "(its process start is included, about 5 ms).",
+            "",
+            *bart_section(root, settings_for, count, bart_iterations),
+            "",
+        ]
+    else:
+        parts += [
+            "BART is not installed (`apt-get install bart`): the BART comparison was skipped.",
+            "",
+        ]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        make_release_data(Path(tmp))
+        roots = {"demo (256x144 -> 128x128)": root, "release (640x368 -> 320x320)": Path(tmp)}
+        parts += [
+            "### TV and U-Net seconds per slice",
+            "",
+            "4x, batched (TV: one volume at a time; U-Net: batches of 8, default config, "
+            "chans 32). GPU rows: "
+            + ("measured." if len(devices) > 1 else "not measured (no GPU here)."),
+            "",
+            *speed_section(roots, settings_for, devices),
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("data/demo"))
+    parser.add_argument("--volumes", type=int, default=2)
+    parser.add_argument("--bart-iterations", type=int, nargs="+", default=[100, 300])
+    args = parser.parse_args()
+    print(run(args.root, args.volumes, args.bart_iterations))
+
+
+if __name__ == "__main__":
+    main()

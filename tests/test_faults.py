@@ -1,0 +1,217 @@
+"""Faults: SIGKILL/SIGTERM mid-training, NaN losses, damaged checkpoints, failing disks."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from mri_recon.checkpoint import load_checkpoint, save_checkpoint
+from mri_recon.errors import UserError
+from mri_recon.evaluate import write_volume
+
+from .conftest import TINY_TRAIN, run_cli
+
+
+def train_args(tiny_root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"data.root={tiny_root}",
+        f"data.cache_dir={run_dir.parent / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+        *TINY_TRAIN,
+        "trainer.max_epochs=3",
+        "trainer.checkpoint_every_n_steps=1",
+        "model.drop_prob=0.1",
+        *extra,
+    ]
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    """The global step of the newest last.pt, -1 while there is none."""
+    try:
+        return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["progress"][
+            "global_step"
+        ]
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return -1
+
+
+def start_and_signal(
+    args: list[str], run_dir: Path, at_step: int, signum: int
+) -> subprocess.CompletedProcess:
+    """Start training, send ``signum`` once last.pt reaches ``at_step``, wait for the exit."""
+    executable = Path(sys.executable).parent / "mri-recon-train"
+    process = subprocess.Popen(
+        [str(executable), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while (
+        checkpoint_step(run_dir) < at_step
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    run_cli("mri-recon-train", *train_args(tiny_root, run_dir))
+    return run_dir
+
+
+@pytest.mark.parametrize("at_step", [2, 7, 12])  # epoch 1, mid-epoch 2, mid-epoch 3 (5 steps each)
+def test_sigkill_then_resume_matches_uninterrupted(
+    tiny_root: Path, tmp_path: Path, straight_run: Path, at_step: int
+) -> None:
+    run_dir = tmp_path / "run"
+    killed = start_and_signal(train_args(tiny_root, run_dir), run_dir, at_step, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    assert checkpoint_step(run_dir) >= at_step  # at most the work since that checkpoint is lost
+    assert not (run_dir / "metrics.json").exists()
+    run_cli(
+        "mri-recon-train",
+        f"hydra.run.dir={run_dir}",
+        "trainer.resume=true",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    )
+    expected = final_weights(straight_run)
+    for name, tensor in final_weights(run_dir).items():
+        assert torch.equal(tensor, expected[name]), name
+    assert json.loads((run_dir / "metrics.json").read_text()) == json.loads(
+        (straight_run / "metrics.json").read_text()
+    )
+
+
+def test_sigterm_checkpoints_and_exits_with_resume_hint(
+    tiny_root: Path, tmp_path: Path, straight_run: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    stopped = start_and_signal(train_args(tiny_root, run_dir), run_dir, 3, signal.SIGTERM)
+    assert stopped.returncode == 128 + signal.SIGTERM
+    assert "trainer.resume=true" in stopped.stdout + stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    run_cli(
+        "mri-recon-train",
+        f"hydra.run.dir={run_dir}",
+        "trainer.resume=true",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    )
+    expected = final_weights(straight_run)
+    for name, tensor in final_weights(run_dir).items():
+        assert torch.equal(tensor, expected[name]), name
+
+
+def test_nan_losses_are_skipped_then_training_stops(tiny_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "mri-recon-train",
+        *train_args(
+            tiny_root,
+            run_dir,
+            "optimizer.lr=1e30",
+            "trainer.max_bad_steps=3",
+            "trainer.gradient_clip_val=null",
+        ),
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "training diverged: 3 consecutive steps" in result.stderr
+    assert "skipped step" in result.stdout + result.stderr
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_corrupt_checkpoint_is_a_clear_error_for_resume_and_eval(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"\x80\x02 not a checkpoint")
+    resume = run_cli(
+        "mri-recon-train", f"hydra.run.dir={tmp_path / 'run'}", "trainer.resume=true", check=False
+    )
+    evaluation = run_cli(
+        "mri-recon-eval",
+        f"checkpoint={checkpoint}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        check=False,
+    )
+    for result in (resume, evaluation):
+        assert result.returncode == 2
+        assert "unreadable or corrupt" in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def test_checkpoint_from_another_model_config_is_rejected(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    state = torch.load(trained_run / "checkpoints" / "best.pt", weights_only=False)
+    state["config"]["model"]["chans"] = 8
+    torch.save(state, tmp_path / "other.pt")
+    result = run_cli(
+        "mri-recon-eval",
+        f"checkpoint={tmp_path / 'other.pt'}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        check=False,
+    )
+    assert result.returncode == 2 and "do not fit its model config" in result.stderr
+
+
+def test_failed_or_interrupted_write_keeps_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(2)}, "config": {}}, path)
+
+    def disk_full(obj: object, file: object) -> None:
+        file.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(UserError, match="could not write checkpoint .*No space left"):
+        save_checkpoint({"model": {"w": torch.zeros(2)}, "config": {}}, path)
+
+    def killed(obj: object, file: object) -> None:
+        file.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"model": {"w": torch.zeros(2)}, "config": {}}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+def test_interrupted_reconstruction_write_leaves_no_half_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "reconstructions" / "unet" / "4" / "file.h5"
+    write_volume(path, np.ones((2, 4, 4), dtype=np.float32))
+
+    def killed(self: h5py.Group, name: str, data: np.ndarray) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_volume(path, np.zeros((2, 4, 4), dtype=np.float32))
+    monkeypatch.undo()
+    with h5py.File(path) as file:
+        assert np.all(file["reconstruction"][()] == 1)
+    assert [p.name for p in path.parent.iterdir()] == ["file.h5"]
+    write_volume(path, np.zeros((2, 4, 4), dtype=np.float32))  # the re-run replaces it whole
+    with h5py.File(path) as file:
+        assert np.all(file["reconstruction"][()] == 0)
