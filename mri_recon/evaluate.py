@@ -80,7 +80,9 @@ def data_config(cfg: DictConfig, train_cfg: DictConfig | None) -> DictConfig:
     data_overrides = OmegaConf.from_dotlist(
         [item for item in overrides if item.startswith("data.")]
     )
-    return OmegaConf.merge({"data": train_cfg.data}, data_overrides).data
+    # Defaults first, so checkpoints from older versions get the keys added since.
+    defaults = OmegaConf.to_container(cfg.data)
+    return OmegaConf.merge({"data": defaults}, {"data": train_cfg.data}, data_overrides).data
 
 
 def tv_settings(

@@ -133,7 +133,9 @@ def resolve_resume(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict | N
     overrides = [
         item for item in HydraConfig.get().overrides.task if item.startswith(RESUMABLE_OVERRIDES)
     ]
-    merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
+    # Defaults first, so checkpoints from older versions get the keys added since.
+    defaults = OmegaConf.create(OmegaConf.to_container(cfg))
+    merged = OmegaConf.merge(defaults, saved, OmegaConf.from_dotlist(overrides))
     # Settings of this invocation, not of the run: where to stop and what to resume.
     merged.trainer.resume = resume
     merged.trainer.stop_after_epoch = cfg.trainer.stop_after_epoch
