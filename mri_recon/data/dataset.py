@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 TARGET_KEYS = {"singlecoil": "reconstruction_esc", "multicoil": "reconstruction_rss"}
 KSPACE_NDIM = {"singlecoil": 3, "multicoil": 4}
+# Part of every cache entry's stamp: bump it when read_metadata records something new.
+METADATA_VERSION = 2
 ATTR_KEYS = ("max", "norm", "acquisition", "patient_id", "acceleration", "num_low_frequency")
 
 
@@ -237,7 +239,7 @@ class SliceDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def _load_metadata(files: list[Path], cache_dir: str | Path | None) -> dict[str, dict]:
-        """Metadata of every file, reusing cached entries whose size and mtime still match."""
+        """Metadata of every file, reusing cached entries whose version, size and mtime match."""
         cache_path = None
         cached: dict[str, dict] = {}
         if cache_dir is not None:
@@ -251,7 +253,7 @@ class SliceDataset(torch.utils.data.Dataset):
         records, changed = {}, False
         for path in files:
             stat = path.stat()
-            stamp = [stat.st_size, stat.st_mtime_ns]
+            stamp = [METADATA_VERSION, stat.st_size, stat.st_mtime_ns]
             entry = cached.get(path.name)
             if entry is None or entry["stamp"] != stamp:
                 entry = {"stamp": stamp, **read_metadata(path)}
