@@ -35,9 +35,10 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from mri_recon import distributed
 from mri_recon.baselines.tv import TVSettings, tv_reconstruct
 from mri_recon.checkpoint import load_checkpoint
-from mri_recon.config import CONFIG_DIR, check_overrides
+from mri_recon.config import CONFIG_DIR, PROJECT_DIR, check_overrides
 from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.loaders import build_dataset, build_mask_func
 from mri_recon.data.transforms import Sample
@@ -115,10 +116,13 @@ def tv_volume(
 
 
 def volume_loader(dataset: SliceDataset, num_workers: int) -> torch.utils.data.DataLoader:
-    """A DataLoader whose every batch is one whole volume, slices in order."""
+    """A DataLoader whose every batch is one whole volume, slices in order.
+
+    Under torchrun each rank gets its own balanced share of the volumes.
+    """
     by_file: dict[str, list[int]] = defaultdict(list)
-    for index, (path, _) in enumerate(dataset.slices):
-        by_file[path.name].append(index)
+    for index in distributed.my_volume_indices([path.name for path, _ in dataset.slices]):
+        by_file[dataset.slices[index][0].name].append(index)
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=list(by_file.values()), num_workers=num_workers
     )
@@ -127,13 +131,20 @@ def volume_loader(dataset: SliceDataset, num_workers: int) -> torch.utils.data.D
 class Reconstructor:
     """Runs the requested methods on one volume batch and times each of them."""
 
-    def __init__(self, cfg: DictConfig, methods: list[str], model: nn.Module | None, chunk: int):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        methods: list[str],
+        model: nn.Module | None,
+        chunk: int,
+        device: torch.device,
+    ):
         self.cfg = cfg
         self.methods = methods
         self.model = model
         self.chunk = chunk
-        self.device = select_device(cfg.device)
-        self.bf16 = uses_bf16(str(cfg.precision), self.device)
+        self.device = device
+        self.bf16 = uses_bf16(str(cfg.precision), device)
 
     def unet(self, batch: Sample) -> np.ndarray:
         outputs = [
@@ -214,10 +225,14 @@ def write_report(
 
 
 def make_figure(panels: list[dict[str, Any]], methods: list[str]) -> plt.Figure:
-    """Rows of slices: target, each method, then each method's |error|, on one grey scale."""
-    columns = ["target", *methods, *[f"|error| {m}" for m in methods]]
+    """Rows of slices: target, each method, then each method's |error| (shown 4x brighter)."""
+    columns = ["target", *methods, *[f"|error| {m} (x4)" for m in methods]]
     fig, axes = plt.subplots(
-        len(panels), len(columns), figsize=(2.2 * len(columns), 2.4 * len(panels)), squeeze=False
+        len(panels),
+        len(columns),
+        figsize=(2.2 * len(columns), 2.5 * len(panels)),
+        squeeze=False,
+        layout="constrained",
     )
     for row, panel in enumerate(panels):
         target, scale = panel["target"], panel["target"].max()
@@ -227,14 +242,12 @@ def make_figure(panels: list[dict[str, Any]], methods: list[str]) -> plt.Figure:
             *[np.abs(target - panel[m]) for m in methods],
         ]
         for col, (title, image) in enumerate(zip(columns, images, strict=True)):
-            axes[row, col].imshow(
-                image, cmap="gray", vmin=0, vmax=scale if col <= len(methods) else scale / 4
-            )
+            vmax = scale if col <= len(methods) else scale / 4
+            axes[row, col].imshow(image, cmap="gray", vmin=0, vmax=vmax)
             axes[row, col].set_title(
-                f"{title}\n{panel['label']}" if col == 0 else title, fontsize=8
+                f"{panel['label']}\n{title}" if col == 0 else f"\n{title}", fontsize=8
             )
             axes[row, col].axis("off")
-    fig.tight_layout()
     return fig
 
 
@@ -255,74 +268,106 @@ def write_test_reconstructions(
     )
 
 
+def evaluate_volumes(
+    cfg: DictConfig,
+    run_dir: Path,
+    dataset: SliceDataset,
+    reconstructor: Reconstructor,
+    key: str,
+) -> tuple[list[dict[str, Any]], dict[str, float], list[dict[str, Any]]]:
+    """This rank's volumes at one acceleration: (per-volume rows, seconds per method, panels)."""
+    rows: list[dict[str, Any]] = []
+    panels: list[dict[str, Any]] = []
+    seconds: dict[str, float] = defaultdict(float)
+    loader = volume_loader(dataset, cfg.data.num_workers)
+    fetch_start = time.perf_counter()
+    for index, batch in enumerate(
+        tqdm(loader, desc=f"{key}x", unit="volume", disable=not distributed.is_main())
+    ):
+        fetch = time.perf_counter() - fetch_start
+        name = batch.fname[0]
+        target = unnormalize(batch.target, batch)
+        volumes = reconstructor(batch, int(key), seconds, fetch)
+        for method, volume in volumes.items():
+            values = volume_metrics(target, volume)
+            rows.append(
+                {
+                    "file": name,
+                    "acceleration": key,
+                    "method": method,
+                    "slices": volume.shape[0],
+                    **values,
+                }
+            )
+            if cfg.save_reconstructions:
+                write_volume(run_dir / "reconstructions" / method / key / name, volume)
+        if index < cfg.figure_volumes:
+            middle = target.shape[0] // 2
+            panel = {"label": f"{name} slice {middle}, {key}x", "target": target[middle]}
+            panels.append(panel | {m: v[middle] for m, v in volumes.items()})
+        fetch_start = time.perf_counter()
+    return rows, dict(seconds), panels
+
+
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Evaluate every method at every acceleration; return the ``results`` of metrics.json."""
+    """Evaluate every method at every acceleration; return the ``results`` of metrics.json.
+
+    Under torchrun the volumes are sharded across ranks and the per-volume rows gathered, so the
+    metrics equal a single-process run's; rank 0 writes the reports.
+    """
     methods = list(cfg.method)
     for method in methods:
         if method not in METHODS:
             raise UserError(f"method: expected entries from {list(METHODS)}, got {method!r}")
-    device = select_device(cfg.device)
+    device = distributed.device_for(select_device(cfg.device))
+    distributed.setup(device.type)
     model, train_cfg = load_model(cfg, device) if "unet" in methods else (None, None)
     data_cfg = data_config(cfg, train_cfg)
     cfg = OmegaConf.merge(cfg, {"data": data_cfg})
-    reconstructor = Reconstructor(cfg, methods, model, chunk=data_cfg.batch_size)
-    keep_kspace = "tv" in methods
+    reconstructor = Reconstructor(cfg, methods, model, chunk=data_cfg.batch_size, device=device)
 
     results: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     panels: list[dict[str, Any]] = []
-    pairs = list(zip(cfg.mask.center_fractions, cfg.mask.accelerations, strict=True))
-    for center_fraction, acceleration in pairs:
+    for center_fraction, acceleration in zip(
+        cfg.mask.center_fractions, cfg.mask.accelerations, strict=True
+    ):
         mask_cfg = OmegaConf.merge(
             cfg.mask, {"center_fractions": [center_fraction], "accelerations": [acceleration]}
         )
-        mask_func = build_mask_func(mask_cfg)
         dataset = build_dataset(
-            data_cfg, cfg.split, mask_func, fixed_masks=True, keep_kspace=keep_kspace
+            data_cfg,
+            cfg.split,
+            build_mask_func(mask_cfg),
+            fixed_masks=True,
+            keep_kspace="tv" in methods,
         )
         if dataset[0].target.numel() == 0:
             write_test_reconstructions(cfg, run_dir, dataset, reconstructor)
-            write_report(run_dir, {}, [], cfg)
+            if distributed.is_main():
+                write_report(run_dir, {}, [], cfg)
+            distributed.cleanup()
             return {}
 
         key = str(int(acceleration))
-        per_volume: dict[str, list[dict[str, float]]] = defaultdict(list)
-        seconds: dict[str, float] = defaultdict(float)
-        loader = volume_loader(dataset, data_cfg.num_workers)
-        fetch_start = time.perf_counter()
-        for index, batch in enumerate(tqdm(loader, desc=f"{key}x", unit="volume")):
-            fetch = time.perf_counter() - fetch_start
-            name = batch.fname[0]
-            target = unnormalize(batch.target, batch)
-            volumes = reconstructor(batch, int(acceleration), seconds, fetch)
-            for method, volume in volumes.items():
-                values = volume_metrics(target, volume)
-                per_volume[method].append(values)
-                rows.append(
-                    {
-                        "file": name,
-                        "acceleration": key,
-                        "method": method,
-                        "slices": volume.shape[0],
-                        **values,
-                    }
-                )
-                if cfg.save_reconstructions:
-                    write_volume(run_dir / "reconstructions" / method / key / name, volume)
-            if index < cfg.figure_volumes:
-                middle = target.shape[0] // 2
-                panel = {"label": f"{name} slice {middle}, {key}x", "target": target[middle]}
-                panels.append(panel | {m: v[middle] for m, v in volumes.items()})
-            fetch_start = time.perf_counter()
-
-        results[key] = {
-            method: {
-                **summarize(per_volume[method]),
-                "seconds_per_slice": seconds[method] / len(dataset),
+        gathered = distributed.gather(evaluate_volumes(cfg, run_dir, dataset, reconstructor, key))
+        key_rows = sorted(
+            (row for part, _, _ in gathered for row in part),
+            key=lambda r: (r["file"], METHODS.index(r["method"])),
+        )
+        rows += key_rows
+        panels += gathered[0][2]
+        results[key] = {}
+        for method in methods:
+            per_volume = [
+                {m: row[m] for m in METRICS} for row in key_rows if row["method"] == method
+            ]
+            seconds = sum(part_seconds.get(method, 0.0) for _, part_seconds, _ in gathered)
+            results[key][method] = {
+                **summarize(per_volume),
+                "seconds_per_slice": seconds / len(dataset),
             }
-            for method in methods
-        }
-        for method, values in results[key].items():
+            values = results[key][method]
             log.info(
                 "%sx %-11s NMSE %.4f  PSNR %.2f  SSIM %.4f  %.4f s/slice",
                 key,
@@ -333,14 +378,16 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 values["seconds_per_slice"],
             )
 
-    write_report(run_dir, results, rows, cfg)
-    if panels:
-        figure = make_figure(panels, methods)
-        figure.savefig(run_dir / "figure.png", dpi=90)
-        with SummaryWriter(log_dir=str(run_dir)) as writer:
-            writer.add_figure("eval/figure", figure)
-        plt.close(figure)
-    log.info("report: %s", run_dir / "report.md")
+    if distributed.is_main():
+        write_report(run_dir, results, rows, cfg)
+        if panels:
+            figure = make_figure(panels, methods)
+            figure.savefig(run_dir / "figure.png", dpi=90)
+            with SummaryWriter(log_dir=str(run_dir)) as writer:
+                writer.add_figure("eval/figure", figure)
+            plt.close(figure)
+        log.info("report: %s", run_dir / "report.md")
+    distributed.cleanup()
     return results
 
 
@@ -353,6 +400,7 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """The console script: checks the overrides, then runs the Hydra app."""
+    sys.argv += distributed.hydra_overrides(sys.argv[1:], "eval", str(PROJECT_DIR))
     check_overrides("eval", sys.argv[1:])
     main()
 

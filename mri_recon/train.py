@@ -27,11 +27,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from mri_recon import distributed
 from mri_recon.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
-from mri_recon.config import CONFIG_DIR, check_overrides, check_value
+from mri_recon.config import CONFIG_DIR, PROJECT_DIR, check_overrides, check_value
 from mri_recon.data.loaders import build_dataset, build_loader, build_mask_func
 from mri_recon.data.transforms import ZeroFilledTransform
 from mri_recon.errors import UserError, report_user_errors
@@ -142,6 +145,13 @@ def resolve_resume(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict | N
     return merged, state
 
 
+class NullWriter:
+    """Stands in for SummaryWriter on ranks other than 0, which write nothing."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
 class TrainingInterrupted(Exception):
     """Raised after the checkpoint that follows a SIGTERM/SIGINT has been written."""
 
@@ -234,27 +244,42 @@ def train_one_epoch(
             writer.add_scalar("train/slices_per_sec", seen / elapsed, step)
             seen, window_start = 0, time.perf_counter()
         every = cfg.trainer.checkpoint_every_n_steps
-        if (every and step % every == 0) or stop_signal:
+        stop = distributed.any_rank(bool(stop_signal), device)
+        if (every and step % every == 0) or stop:
             save_step_checkpoint()
-        if stop_signal:
-            raise TrainingInterrupted(stop_signal[0])
+        if stop:
+            raise TrainingInterrupted(stop_signal[0] if stop_signal else signal.SIGTERM)
     return float(np.mean(losses)) if losses else math.nan
 
 
 def validate(
     model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, bf16: bool
 ) -> dict[str, Any]:
-    """Validation L1 loss and fastMRI metrics (mean/std over volumes) of the model."""
+    """Validation L1 loss and fastMRI metrics (mean/std over volumes) of the model.
+
+    Under torchrun each rank validates its own whole volumes; the per-volume metrics are gathered
+    and summarized in file-name order, so the numbers equal a single-process run's.
+    """
     model.eval()
-    predictions, targets, losses = VolumeCollector(), VolumeCollector(), []
-    for batch in tqdm(loader, desc="validation", leave=False, unit="batch"):
+    predictions, targets = VolumeCollector(), VolumeCollector()
+    loss_sum, count = 0.0, 0
+    for batch in tqdm(
+        loader, desc="validation", leave=False, unit="batch", disable=not distributed.is_main()
+    ):
         output = predict(model, batch.image, device, bf16)
-        losses.append(F.l1_loss(output, batch.target.to(device)).item() * len(batch.fname))
+        loss_sum += F.l1_loss(output, batch.target.to(device)).item() * len(batch.fname)
+        count += len(batch.fname)
         predictions.add(unnormalize(output, batch), batch.fname, batch.slice_num)
         targets.add(unnormalize(batch.target, batch), batch.fname, batch.slice_num)
     truth = targets.volumes()
-    per_volume = [volume_metrics(truth[name], pred) for name, pred in predictions.volumes().items()]
-    return {"loss": sum(losses) / len(loader.dataset), **summarize(per_volume)}
+    mine = {name: volume_metrics(truth[name], pred) for name, pred in predictions.volumes().items()}
+    per_volume: dict[str, dict[str, float]] = {}
+    total_loss, total_count = 0.0, 0
+    for part, part_loss, part_count in distributed.gather((mine, loss_sum, count)):
+        per_volume.update(part)
+        total_loss, total_count = total_loss + part_loss, total_count + part_count
+    summary = summarize([per_volume[name] for name in sorted(per_volume)])
+    return {"loss": total_loss / total_count, **summary}
 
 
 def log_panels(
@@ -288,9 +313,11 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     cfg, resumed = resolve_resume(cfg, run_dir)
     check_config(cfg)
     seed_everything(cfg.seed)
-    device = select_device(cfg.trainer.device)
+    device = distributed.device_for(select_device(cfg.trainer.device))
+    distributed.setup(device.type)
     bf16 = uses_bf16(str(cfg.trainer.precision), device)
     if device.type == "cuda":
+        torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
 
     mask_func = build_mask_func(cfg.mask)
@@ -300,11 +327,25 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     generator = torch.Generator()
     pin = device.type == "cuda"
+    # Under torchrun: a seeded shuffle sharded per rank; validation sharded by whole volumes.
+    sampler = None
+    if distributed.world_size() > 1:
+        sampler = DistributedSampler(train_set, shuffle=True, seed=cfg.seed)
     train_loader = build_loader(
-        train_set, cfg.data, shuffle=True, generator=generator, pin_memory=pin
+        train_set,
+        cfg.data,
+        shuffle=sampler is None,
+        generator=generator,
+        pin_memory=pin,
+        sampler=sampler,
     )
+    val_shard = Subset(val_set, distributed.my_volume_indices([p.name for p, _ in val_set.slices]))
     val_loader = build_loader(
-        val_set, cfg.data, shuffle=False, generator=torch.Generator().manual_seed(0), pin_memory=pin
+        val_shard,
+        cfg.data,
+        shuffle=False,
+        generator=torch.Generator().manual_seed(0),
+        pin_memory=pin,
     )
 
     model: Unet = hydra.utils.instantiate(cfg.model).to(device)
@@ -330,6 +371,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     config_container = OmegaConf.to_container(cfg, resolve=True)
 
     def save(name: str) -> None:
+        if not distributed.is_main():
+            return
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -350,7 +393,18 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         " with bf16 autocast" if bf16 else "",
     )
     log.info("TensorBoard: tensorboard --logdir %s", run_dir.parent)
-    writer = SummaryWriter(log_dir=str(run_dir), purge_step=progress["global_step"] or None)
+    writer = (
+        SummaryWriter(log_dir=str(run_dir), purge_step=progress["global_step"] or None)
+        if distributed.is_main()
+        else NullWriter()
+    )
+    train_model = model
+    if distributed.world_size() > 1:
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.trainer.compile:
+        train_model = torch.compile(train_model)
     panel_indices = np.linspace(0, len(val_set) - 1, cfg.trainer.num_val_images).astype(int)
     metrics: dict[str, Any] = {}
     last_epoch = cfg.trainer.max_epochs
@@ -370,10 +424,14 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             progress["epoch"] = epoch
             start = time.perf_counter()
             generator.manual_seed(epoch_seed(cfg.seed, epoch))
-            if isinstance(train_set.transform, ZeroFilledTransform):
-                train_set.transform.reseed([cfg.seed, epoch])  # the stream when num_workers=0
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            if isinstance(
+                train_set.transform, ZeroFilledTransform
+            ):  # the stream when num_workers=0
+                train_set.transform.reseed([cfg.seed, epoch, distributed.rank()])
             train_loss = train_one_epoch(
-                model,
+                train_model,
                 train_loader,
                 optimizer,
                 scheduler,
@@ -388,7 +446,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             for name in ("loss", *METRICS):
                 value = metrics[name] if name == "loss" else metrics[name]["mean"]
                 writer.add_scalar(f"val/{name}", value, epoch + 1)
-            log_panels(writer, model, val_set, panel_indices.tolist(), device, bf16, epoch + 1)
+            if distributed.is_main():
+                log_panels(writer, model, val_set, panel_indices.tolist(), device, bf16, epoch + 1)
             writer.flush()
 
             progress["epoch"], progress["batches_done"] = epoch + 1, 0
@@ -410,8 +469,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 time.perf_counter() - start,
                 "  (best)" if improved else "",
             )
-            if stop_signal:  # received during validation
-                raise TrainingInterrupted(stop_signal[0])
+            if distributed.any_rank(bool(stop_signal), device):  # received during validation
+                raise TrainingInterrupted(stop_signal[0] if stop_signal else signal.SIGTERM)
 
     except TrainingInterrupted:
         log.warning(
@@ -427,6 +486,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
         stop_signal.clear()
+        distributed.cleanup()
 
     if progress["epoch"] < cfg.trainer.max_epochs:
         log.info(
@@ -435,7 +495,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             progress["epoch"],
             run_dir,
         )
-    elif metrics:
+    elif metrics and distributed.is_main():
         result = {
             "epoch": progress["epoch"],
             "val": metrics,
@@ -472,6 +532,7 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     """The `mri-recon-train` console script: checks the overrides, then runs the Hydra app."""
+    sys.argv += distributed.hydra_overrides(sys.argv[1:], "train", str(PROJECT_DIR))
     check_overrides("train", sys.argv[1:])
     main()
 

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny demo dataset made inside the test session (no network, tmp dirs only)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,11 +44,18 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_cli(tool: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run one of the installed console scripts (mri-recon-data/-train/-eval) as a user would."""
+def run_cli(
+    tool: str, *overrides: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run one of the installed console scripts (mri-recon-data/-train/-eval) as a user would;
+    ``env`` adds environment variables."""
     executable = Path(sys.executable).parent / tool
     result = subprocess.run(
-        [str(executable), *overrides], capture_output=True, text=True, timeout=600
+        [str(executable), *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stderr[-3000:]}")

@@ -7,6 +7,7 @@ import torch
 from fastmri.data.subsample import MaskFunc
 from omegaconf import DictConfig
 
+from mri_recon import distributed
 from mri_recon.data.dataset import SliceDataset, split_folder
 from mri_recon.data.transforms import ZeroFilledTransform
 from mri_recon.errors import UserError
@@ -72,13 +73,6 @@ def build_dataset(
     )
 
 
-def distributed_rank() -> int:
-    """This process's rank in the default process group, 0 when not distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
-
-
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: a distinct training-mask stream per worker and per rank.
 
@@ -87,23 +81,28 @@ def seed_worker(worker_id: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None)
+    dataset = (
+        info.dataset.dataset if isinstance(info.dataset, torch.utils.data.Subset) else info.dataset
+    )
+    transform = getattr(dataset, "transform", None)
     if isinstance(transform, ZeroFilledTransform):
-        transform.reseed([torch.initial_seed() % 2**32, distributed_rank(), worker_id])
+        transform.reseed([torch.initial_seed() % 2**32, distributed.rank(), worker_id])
 
 
 def build_loader(
-    dataset: SliceDataset,
+    dataset: torch.utils.data.Dataset,
     data_cfg: DictConfig,
     shuffle: bool,
     generator: torch.Generator | None = None,
     pin_memory: bool = False,
+    sampler: torch.utils.data.Sampler | None = None,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader whose workers each draw their own training masks."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=data_cfg.batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         num_workers=data_cfg.num_workers,
         worker_init_fn=seed_worker,
         generator=generator,

@@ -1,0 +1,86 @@
+"""torchrun with 2 CPU processes (gloo): one run directory, sharded volumes, identical metrics."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mri_recon import distributed
+
+from .conftest import TINY_TRAIN, run_cli
+
+
+def torchrun(module: str, *overrides: str) -> subprocess.CompletedProcess:
+    executable = Path(sys.executable).parent / "torchrun"
+    result = subprocess.run(
+        [str(executable), "--standalone", "--nproc_per_node=2", "-m", module, *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
+    return result
+
+
+def test_balanced_shards_cover_every_volume_once() -> None:
+    counts = {"a": 35, "b": 30, "c": 20, "d": 16, "e": 15, "f": 2}
+    shards = distributed.shard_volumes(counts, 2)
+    assert sorted(name for shard in shards for name in shard) == sorted(counts)
+    loads = [sum(counts[name] for name in shard) for shard in shards]
+    assert abs(loads[0] - loads[1]) <= max(counts.values()) // 2
+
+
+def test_all_ranks_share_one_run_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+    monkeypatch.setenv("RANK", "0")
+    assert distributed.hydra_overrides([], "train", "/p") == ["hydra.run.dir=/p/runs/train/ddp_abc"]
+    monkeypatch.setenv("RANK", "1")
+    rank1 = distributed.hydra_overrides(["hydra.run.dir=/x"], "train", "/p")
+    assert rank1 == ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+
+
+def test_ddp_evaluation_equals_single_process(trained_run: Path, tmp_path: Path) -> None:
+    checkpoint = f"checkpoint={trained_run / 'checkpoints' / 'best.pt'}"
+    # torchrun gives each rank one thread; the single process gets the same, so that the
+    # U-Net's convolutions round identically.
+    run_cli(
+        "mri-recon-eval",
+        checkpoint,
+        f"hydra.run.dir={tmp_path / 'single'}",
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    torchrun("mri_recon.evaluate", checkpoint, f"hydra.run.dir={tmp_path / 'ddp'}")
+    single = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert ddp["num_volumes"] == single["num_volumes"] == 2
+    for acceleration, by_method in single["results"].items():
+        for method, values in by_method.items():
+            for metric in ("NMSE", "PSNR", "SSIM"):
+                assert ddp["results"][acceleration][method][metric] == values[metric]
+
+
+def test_ddp_training_writes_one_run_and_resumes(tiny_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    common = [
+        f"data.root={tiny_root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+        *TINY_TRAIN,
+    ]
+    torchrun("mri_recon.train", *common, "trainer.max_epochs=2", "trainer.stop_after_epoch=1")
+    assert (run_dir / "checkpoints" / "last.pt").is_file() and not (
+        run_dir / "metrics.json"
+    ).exists()
+    torchrun(
+        "mri_recon.train",
+        f"hydra.run.dir={run_dir}",
+        "trainer.resume=true",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epoch"] == 2 and 0 < metrics["val"]["SSIM"]["mean"] <= 1
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["run"]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) >= 1
