@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+CHECK_EVERY = 5  # iterations between convergence checks
+
 
 @dataclass(frozen=True)
 class TVSettings:
@@ -72,13 +74,28 @@ class SenseOperator:
     """A x = M F (S x) and its adjoint, for x (B, H, W) and k-space (B, C, H, W).
 
     The coil maps S are unit norm over coils at every pixel (S^H S = I), which the ADMM x-step
-    relies on; single-coil has C = 1 and S = 1.
+    relies on; single-coil has C = 1 and S = 1. F is the centered FFT; ``uncentered()`` gives the
+    same operator in the FFT's natural order, where every FFT saves two copies.
     """
 
-    def __init__(self, mask: torch.Tensor, maps: torch.Tensor | None) -> None:
+    def __init__(
+        self, mask: torch.Tensor, maps: torch.Tensor | None, centered: bool = True
+    ) -> None:
         """mask: (B, W) sampled columns; maps: (B, C, H, W) complex or None for single-coil."""
         self.mask = mask.reshape(mask.shape[0], 1, 1, -1).float()
         self.maps = maps
+        self.centered = centered
+
+    def uncentered(self) -> "SenseOperator":
+        """The operator on ifftshift-ed images and k-space, with plain (uncentered) FFTs."""
+        maps = None if self.maps is None else torch.fft.ifftshift(self.maps, dim=(-2, -1))
+        return SenseOperator(torch.fft.ifftshift(self.mask, dim=-1)[:, 0, 0], maps, centered=False)
+
+    def fft(self, x: torch.Tensor) -> torch.Tensor:
+        return fft2c(x) if self.centered else torch.fft.fft2(x, norm="ortho")
+
+    def ifft(self, k: torch.Tensor) -> torch.Tensor:
+        return ifft2c(k) if self.centered else torch.fft.ifft2(k, norm="ortho")
 
     def expand(self, x: torch.Tensor) -> torch.Tensor:
         """Coil images S x: (B, H, W) -> (B, C, H, W)."""
@@ -91,10 +108,10 @@ class SenseOperator:
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mask * fft2c(self.expand(x))
+        return self.mask * self.fft(self.expand(x))
 
     def adjoint(self, k: torch.Tensor) -> torch.Tensor:
-        return self.combine(ifft2c(self.mask * k))
+        return self.combine(self.ifft(self.mask * k))
 
 
 def center_columns(mask: torch.Tensor) -> torch.Tensor:
@@ -107,8 +124,11 @@ def center_columns(mask: torch.Tensor) -> torch.Tensor:
     return left + right
 
 
+COVARIANCE_BYTES = 2**29  # slices per chunk are chosen so a chunk's coil covariance fits this
+
+
 def estimate_sensitivities(
-    kspace: torch.Tensor, mask: torch.Tensor, kernel: int = 15, power_iterations: int = 4
+    kspace: torch.Tensor, mask: torch.Tensor, kernel: int = 5, power_iterations: int = 4
 ) -> torch.Tensor:
     """Coil maps (B, C, H, W), unit norm over coils, from the fully sampled k-space center.
 
@@ -116,7 +136,8 @@ def estimate_sensitivities(
     covariance of the low-resolution coil images over a kernel x kernel window (found by power
     iteration, started from the images divided by their root-sum-of-squares). It is the
     image-space counterpart of ESPIRiT's eigenvector maps, needs only the calibration lines the
-    mask keeps, and runs batched on CPU or GPU. Phases are aligned to the first coil.
+    mask keeps, and runs batched on CPU or GPU. Phases are aligned to the first coil. Slices are
+    processed in chunks whose (C, C, H, W) covariances fit in COVARIANCE_BYTES.
     """
     batch, coils, height, width = kspace.shape
     columns = torch.arange(width, device=kspace.device)
@@ -127,8 +148,25 @@ def estimate_sensitivities(
     window = torch.where((position > 0) & (position < 1), torch.sin(torch.pi * position) ** 2, 0.0)
     images = ifft2c(kspace * window[:, None, None, :])  # (B, C, H, W) low resolution
 
-    # Local coil covariance R[b, i, j, h, w], smoothed over the window.
-    covariance = images[:, :, None] * images[:, None].conj()
+    chunk = max(1, COVARIANCE_BYTES // (coils * coils * height * width * 8))
+    return torch.cat(
+        [dominant_coil_vectors(part, kernel, power_iterations) for part in images.split(chunk)]
+    )
+
+
+def unit_over_coils(vectors: torch.Tensor) -> torch.Tensor:
+    """(b, C, H, W) scaled to unit norm over coils; pixels with no signal get equal weights, so
+    that S^H S = I holds everywhere."""
+    norm = vectors.abs().pow(2).sum(dim=1, keepdim=True).sqrt()
+    uniform = torch.full_like(vectors, vectors.shape[1] ** -0.5)
+    return torch.where(norm > 1e-12, vectors / norm.clamp(min=1e-12), uniform)
+
+
+def dominant_coil_vectors(images: torch.Tensor, kernel: int, power_iterations: int) -> torch.Tensor:
+    """Per pixel, the dominant eigenvector of the windowed coil covariance of (b, C, H, W)
+    images: unit norm over coils, phase relative to the first coil."""
+    batch, coils, height, width = images.shape
+    covariance = images[:, :, None] * images[:, None].conj()  # (b, C, C, H, W)
     flat = torch.view_as_real(covariance).permute(0, 1, 2, 5, 3, 4).reshape(-1, 1, height, width)
     flat = torch.nn.functional.avg_pool2d(
         flat, kernel, stride=1, padding=kernel // 2, count_include_pad=False
@@ -136,11 +174,9 @@ def estimate_sensitivities(
     covariance = torch.view_as_complex(
         flat.reshape(batch, coils, coils, 2, height, width).permute(0, 1, 2, 4, 5, 3).contiguous()
     )
-
-    vectors = images / (images.abs().pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-12)
+    vectors = unit_over_coils(images)
     for _ in range(power_iterations):
-        vectors = torch.einsum("bijhw,bjhw->bihw", covariance, vectors)
-        vectors = vectors / (vectors.abs().pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-12)
+        vectors = unit_over_coils(torch.einsum("bijhw,bjhw->bihw", covariance, vectors))
     reference = vectors[:, :1]
     return vectors * (reference.conj() / (reference.abs() + 1e-12))
 
@@ -170,46 +206,60 @@ def solve_tv(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ADMM for the TV problem; returns (x (B, H, W), iterations run per slice (B,)).
 
-    kspace: (B, C, H, W) complex, already scaled to about unit image maximum. A slice stops
-    changing once its relative primal and dual residuals are below ``tolerance``, so a batch
-    gives the same result as solving its slices one at a time.
+    kspace: (B, C, H, W) complex, already scaled to about unit image maximum. Every
+    ``CHECK_EVERY`` iterations a slice whose relative primal and dual residuals are below
+    ``tolerance`` stops changing, so a batch gives the same result as its slices one at a time.
+    The iterations run in the FFT's natural order (periodic TV does not see the shift).
     """
+    centered = operator.centered
+    if centered:
+        operator = operator.uncentered()
+        kspace = torch.fft.ifftshift(kspace, dim=(-2, -1))
     batch = kspace.shape[0]
     spectrum = 1 + laplacian_spectrum(*kspace.shape[-2:], kspace.device)  # of S^H S + grad^H grad
-    mask = operator.mask
+    spectrum = torch.fft.ifftshift(spectrum)  # the natural order of a plain FFT
+    mask, measured = operator.mask, operator.mask * kspace
     x = operator.adjoint(kspace)
     coils, grad = operator.expand(x), gradient(x)
     u_coils, u_grad = torch.zeros_like(coils), torch.zeros_like(grad)
     rho = settings.rho_per_lam * settings.lam
     active = torch.ones(batch, dtype=torch.bool, device=x.device)
     iterations = torch.zeros(batch, dtype=torch.long, device=x.device)
-    for _ in range(settings.iterations):
+    for iteration in range(1, settings.iterations + 1):
         # x: argmin |S x - coils + u_coils|^2 + |grad x - grad_var + u_grad|^2, exact in k-space.
         rhs = operator.combine(coils - u_coils) + gradient_adjoint(grad - u_grad)
-        x_new = ifft2c(fft2c(rhs) / spectrum)
+        x_new = operator.ifft(operator.fft(rhs) / spectrum)
         coil_images, grad_x = operator.expand(x_new), gradient(x_new)
         # Coil images: data consistency per coil, exact in k-space.
-        target = fft2c(coil_images + u_coils)
-        coils_new = ifft2c((mask * kspace + rho * target) / (mask + rho))
+        coils_new = operator.ifft(
+            (measured + rho * operator.fft(coil_images + u_coils)) / (mask + rho)
+        )
         grad_new = shrink(grad_x + u_grad, settings.lam / rho)
+        u_coils_new = u_coils + coil_images - coils_new
+        u_grad_new = u_grad + grad_x - grad_new
 
-        keep = active[:, None, None, None]
-        primal = torch.sqrt(norms(coil_images - coils_new) ** 2 + norms(grad_x - grad_new) ** 2)
-        change = operator.combine(coils_new - coils) + gradient_adjoint(grad_new - grad)
-        scale_primal = torch.sqrt(norms(coil_images) ** 2 + norms(grad_x) ** 2).clamp(min=1e-12)
-        u_coils = torch.where(keep, u_coils + coil_images - coils_new, u_coils)
-        u_grad = torch.where(keep, u_grad + grad_x - grad_new, u_grad)
-        scale_dual = norms(operator.combine(u_coils) + gradient_adjoint(u_grad)).clamp(min=1e-12)
-        x = torch.where(keep[:, 0], x_new, x)
-        coils = torch.where(keep, coils_new, coils)
-        grad = torch.where(keep, grad_new, grad)
-        primal, dual = primal / scale_primal, norms(change) / scale_dual
+        check = settings.tolerance > 0 and iteration % CHECK_EVERY == 0
+        if check:
+            primal = torch.sqrt(norms(coil_images - coils_new) ** 2 + norms(grad_x - grad_new) ** 2)
+            primal /= torch.sqrt(norms(coil_images) ** 2 + norms(grad_x) ** 2).clamp(min=1e-12)
+            dual = norms(operator.combine(coils_new - coils) + gradient_adjoint(grad_new - grad))
+            dual /= norms(operator.combine(u_coils_new) + gradient_adjoint(u_grad_new)).clamp(
+                min=1e-12
+            )
+        if active.all():
+            x, coils, grad, u_coils, u_grad = x_new, coils_new, grad_new, u_coils_new, u_grad_new
+        else:
+            keep = active[:, None, None, None]
+            x = torch.where(keep[:, 0], x_new, x)
+            coils, grad = torch.where(keep, coils_new, coils), torch.where(keep, grad_new, grad)
+            u_coils = torch.where(keep, u_coils_new, u_coils)
+            u_grad = torch.where(keep, u_grad_new, u_grad)
         iterations += active.long()
-        if settings.tolerance > 0:
+        if check:
             active &= (primal > settings.tolerance) | (dual > settings.tolerance)
             if not active.any():
                 break
-    return x, iterations
+    return (torch.fft.fftshift(x, dim=(-2, -1)) if centered else x), iterations
 
 
 def tv_reconstruct(
