@@ -64,8 +64,14 @@ def start_and_signal(
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+def resume_and_compare(run_dir: Path, straight_run: Path) -> None:
+    """Resume ``run_dir`` to the end; its final weights must equal the uninterrupted run's."""
+    cache = f"data.cache_dir={run_dir.parent / 'cache'}"
+    run_cli("mri-recon-train", f"hydra.run.dir={run_dir}", "trainer.resume=true", cache)
+    expected = torch.load(straight_run / "checkpoints" / "last.pt", weights_only=False)["model"]
+    resumed = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+    for name, tensor in resumed.items():
+        assert torch.equal(tensor, expected[name]), name
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +90,7 @@ def test_sigkill_then_resume_matches_uninterrupted(
     assert killed.returncode == -signal.SIGKILL
     assert checkpoint_step(run_dir) >= at_step  # at most the work since that checkpoint is lost
     assert not (run_dir / "metrics.json").exists()
-    run_cli(
-        "mri-recon-train",
-        f"hydra.run.dir={run_dir}",
-        "trainer.resume=true",
-        f"data.cache_dir={tmp_path / 'cache'}",
-    )
-    expected = final_weights(straight_run)
-    for name, tensor in final_weights(run_dir).items():
-        assert torch.equal(tensor, expected[name]), name
+    resume_and_compare(run_dir, straight_run)
     assert json.loads((run_dir / "metrics.json").read_text()) == json.loads(
         (straight_run / "metrics.json").read_text()
     )
@@ -106,15 +104,7 @@ def test_sigterm_checkpoints_and_exits_with_resume_hint(
     assert stopped.returncode == 128 + signal.SIGTERM
     assert "trainer.resume=true" in stopped.stdout + stopped.stderr
     assert "Traceback" not in stopped.stderr
-    run_cli(
-        "mri-recon-train",
-        f"hydra.run.dir={run_dir}",
-        "trainer.resume=true",
-        f"data.cache_dir={tmp_path / 'cache'}",
-    )
-    expected = final_weights(straight_run)
-    for name, tensor in final_weights(run_dir).items():
-        assert torch.equal(tensor, expected[name]), name
+    resume_and_compare(run_dir, straight_run)
 
 
 def test_nan_losses_are_skipped_then_training_stops(tiny_root: Path, tmp_path: Path) -> None:
