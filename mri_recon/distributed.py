@@ -79,11 +79,6 @@ def gather(obj: Any) -> list[Any]:
     return gathered
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def device_for(device: torch.device) -> torch.device:
     """Each rank's own GPU under torchrun."""
     if device.type == "cuda" and world_size() > 1:

@@ -36,7 +36,6 @@ from mri_recon import distributed
 from mri_recon.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from mri_recon.config import CONFIG_DIR, PROJECT_DIR, check_overrides, check_value
 from mri_recon.data.loaders import build_dataset, build_loader, build_mask_func
-from mri_recon.data.transforms import ZeroFilledTransform
 from mri_recon.errors import UserError, report_user_errors
 from mri_recon.metrics import METRICS, summarize, volume_metrics
 from mri_recon.models.unet import NORMS, Unet, count_parameters, group_count
@@ -426,10 +425,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             generator.manual_seed(epoch_seed(cfg.seed, epoch))
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            if isinstance(
-                train_set.transform, ZeroFilledTransform
-            ):  # the stream when num_workers=0
-                train_set.transform.reseed([cfg.seed, epoch, distributed.rank()])
+            # The mask stream of the main process (num_workers=0); workers reseed their own.
+            train_set.transform.reseed([cfg.seed, epoch, distributed.rank()])
             train_loss = train_one_epoch(
                 train_model,
                 train_loader,
