@@ -93,3 +93,25 @@ def test_bad_data_root_and_bad_values_are_one_clear_line(tmp_path: Path) -> None
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("error:") and message in result.stderr
         assert result.stderr.strip().count("\n") == 0
+
+
+def test_multirun_sweep_makes_one_run_per_value(tiny_root: Path, tmp_path: Path) -> None:
+    run_cli(
+        "mri-recon-train",
+        "-m",
+        "optimizer.lr=1e-3,3e-4",
+        f"data.root={tiny_root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "trainer.max_epochs=1",
+        *TINY_TRAIN,
+    )
+    runs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert runs == ["0", "1"]
+    lrs = [
+        torch.load(tmp_path / "sweep" / run / "checkpoints" / "last.pt", weights_only=False)[
+            "config"
+        ]["optimizer"]["lr"]
+        for run in runs
+    ]
+    assert lrs == [1e-3, 3e-4]
