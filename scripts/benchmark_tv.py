@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastmri.data.subsample import RandomMaskFunc
+from fastmri.data.transforms import center_crop
 from hydra import compose, initialize_config_dir
 
-from mri_recon.baselines.tv import SenseOperator, TVSettings, estimate_sensitivities, tv_reconstruct
+from mri_recon.baselines.tv import TVSettings, scaled_problem, tv_reconstruct
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.dataset import SliceDataset, split_folder
 from mri_recon.data.generate import generate
@@ -30,6 +31,7 @@ from mri_recon.data.transforms import ZeroFilledTransform
 from mri_recon.evaluate import tv_settings, volume_loader
 from mri_recon.metrics import volume_metrics
 from mri_recon.models.unet import Unet
+from mri_recon.reconstruct import unnormalize
 
 MASKS = {4: 0.08, 8: 0.04}
 
@@ -50,10 +52,6 @@ def volumes(root: Path, challenge: str, acceleration: int, count: int) -> list:
         if len(batches) == count:
             break
     return batches
-
-
-def target_of(batch) -> np.ndarray:
-    return (batch.target[:, 0] * batch.std[:, None, None] + batch.mean[:, None, None]).numpy()
 
 
 def ours(batch, settings: TVSettings, device: str = "cpu") -> tuple[np.ndarray, float]:
@@ -83,18 +81,12 @@ def read_cfl(name: Path) -> np.ndarray:
 
 def bart(batch, lam: float, iterations: int, work: Path) -> tuple[np.ndarray, float]:
     """BART pics with the same scaled data and (for multi-coil) the same coil maps as ours."""
-    kspace = batch.masked_kspace
-    maps = None
-    if kspace.dim() == 3:
-        kspace = kspace[:, None]
-    else:
-        maps = estimate_sensitivities(kspace, batch.mask)
-    operator = SenseOperator(batch.mask, maps)
-    scale = operator.adjoint(kspace).abs().amax(dim=(1, 2))
-    crop = batch.image.shape[-2:]
+    kspace, operator, scale = scaled_problem(batch.masked_kspace, batch.mask)
+    maps = operator.maps
+    crop = tuple(batch.image.shape[-2:])
     recons, seconds = [], 0.0
     for index in range(kspace.shape[0]):
-        k = (kspace[index] / scale[index]).permute(1, 2, 0).numpy()  # (H, W, C)
+        k = kspace[index].permute(1, 2, 0).numpy()  # (H, W, C)
         s = np.ones_like(k[..., :1]) if maps is None else maps[index].permute(1, 2, 0).numpy()
         write_cfl(work / "k", k[:, :, None, :])
         write_cfl(work / "s", s[:, :, None, :])
@@ -120,8 +112,7 @@ def bart(batch, lam: float, iterations: int, work: Path) -> tuple[np.ndarray, fl
         )
         seconds += time.perf_counter() - start
         x = np.abs(read_cfl(work / "x").reshape(k.shape[:2])) * float(scale[index])
-        top, left = (x.shape[0] - crop[0]) // 2, (x.shape[1] - crop[1]) // 2
-        recons.append(x[top : top + crop[0], left : left + crop[1]])
+        recons.append(center_crop(x, crop))
     return np.stack(recons).astype(np.float32), seconds / kspace.shape[0]
 
 
@@ -157,7 +148,7 @@ def bart_section(root: Path, settings_for, count: int, bart_iterations: list[int
                 settings = settings_for(challenge, acceleration)
                 rows = {"ours": [], **{f"BART {i}": [] for i in bart_iterations}}
                 for batch in batches:
-                    target = target_of(batch)
+                    target = unnormalize(batch.target, batch)
                     recon, seconds = ours(batch, settings)
                     rows["ours"].append((volume_metrics(target, recon), seconds))
                     for iterations in bart_iterations:

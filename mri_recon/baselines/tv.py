@@ -26,6 +26,7 @@ multiplied back), so lam means the same thing on every file whatever the raw uni
 from dataclasses import dataclass
 
 import torch
+from fastmri.data.transforms import center_crop
 
 CHECK_EVERY = 5  # iterations between convergence checks
 
@@ -262,6 +263,24 @@ def solve_tv(
     return (torch.fft.fftshift(x, dim=(-2, -1)) if centered else x), iterations
 
 
+def scaled_problem(
+    masked_kspace: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, SenseOperator, torch.Tensor]:
+    """The SENSE problem of a batch, scaled to unit zero-filled image maximum.
+
+    masked_kspace: (B, H, W) single-coil or (B, C, H, W) multi-coil complex; mask: (B, W).
+    Returns (k-space (B, C, H, W) divided by the scale, the operator (coil maps estimated for
+    multi-coil), the scale (B,)), so lam means the same thing on every file.
+    """
+    if masked_kspace.dim() == 3:
+        masked_kspace, maps = masked_kspace[:, None], None
+    else:
+        maps = estimate_sensitivities(masked_kspace, mask)
+    operator = SenseOperator(mask, maps)
+    scale = operator.adjoint(masked_kspace).abs().amax(dim=(1, 2)).clamp(min=1e-20)
+    return masked_kspace / scale[:, None, None, None], operator, scale
+
+
 def tv_reconstruct(
     masked_kspace: torch.Tensor,
     mask: torch.Tensor,
@@ -273,14 +292,6 @@ def tv_reconstruct(
     masked_kspace: (B, H, W) single-coil or (B, C, H, W) multi-coil complex; mask: (B, W) columns.
     Returns (B, crop[0], crop[1]) real.
     """
-    if masked_kspace.dim() == 3:
-        masked_kspace, maps = masked_kspace[:, None], None
-    else:
-        maps = estimate_sensitivities(masked_kspace, mask)
-    operator = SenseOperator(mask, maps)
-    scale = operator.adjoint(masked_kspace).abs().amax(dim=(1, 2)).clamp(min=1e-20)
-    x, _ = solve_tv(masked_kspace / scale[:, None, None, None], operator, settings)
-    height, width = x.shape[-2:]
-    top, left = (height - crop[0]) // 2, (width - crop[1]) // 2
-    x = x[:, top : top + crop[0], left : left + crop[1]]
-    return x.abs() * scale[:, None, None]
+    kspace, operator, scale = scaled_problem(masked_kspace, mask)
+    x, _ = solve_tv(kspace, operator, settings)
+    return center_crop(x, crop).abs() * scale[:, None, None]

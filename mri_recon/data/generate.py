@@ -19,13 +19,13 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from mri_recon.config import CONFIG_DIR, check_overrides
+from mri_recon.data.dataset import TARGET_KEYS
 from mri_recon.data.demo import Acquisition, acquire, synthesize_slab
 from mri_recon.data.header import build_header
 from mri_recon.errors import UserError, report_user_errors
 
 SPLITS = ("train", "val", "test")
-CHALLENGES = ("singlecoil", "multicoil")
-TARGET_KEYS = {"singlecoil": "reconstruction_esc", "multicoil": "reconstruction_rss"}
+CHALLENGES = tuple(TARGET_KEYS)
 
 
 def acquisition_for(cfg: DictConfig, challenge: str) -> Acquisition:
