@@ -40,7 +40,7 @@ from mri_recon.baselines.tv import TVSettings, tv_reconstruct
 from mri_recon.checkpoint import load_checkpoint
 from mri_recon.config import CONFIG_DIR, PROJECT_DIR, check_overrides
 from mri_recon.data.dataset import SliceDataset
-from mri_recon.data.loaders import build_dataset, build_mask_func
+from mri_recon.data.loaders import fixed_mask_datasets
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError, report_user_errors
 from mri_recon.metrics import METRICS, summarize, volume_metrics
@@ -329,19 +329,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     panels: list[dict[str, Any]] = []
-    for center_fraction, acceleration in zip(
-        cfg.mask.center_fractions, cfg.mask.accelerations, strict=True
+    for acceleration, dataset in fixed_mask_datasets(
+        data_cfg, cfg.mask, cfg.split, "tv" in methods
     ):
-        mask_cfg = OmegaConf.merge(
-            cfg.mask, {"center_fractions": [center_fraction], "accelerations": [acceleration]}
-        )
-        dataset = build_dataset(
-            data_cfg,
-            cfg.split,
-            build_mask_func(mask_cfg),
-            fixed_masks=True,
-            keep_kspace="tv" in methods,
-        )
         if dataset[0].target.numel() == 0:
             write_test_reconstructions(cfg, run_dir, dataset, reconstructor)
             if distributed.is_main():
@@ -349,7 +339,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             distributed.cleanup()
             return {}
 
-        key = str(int(acceleration))
+        key = str(acceleration)
         gathered = distributed.gather(evaluate_volumes(cfg, run_dir, dataset, reconstructor, key))
         key_rows = sorted(
             (row for part, _, _ in gathered for row in part),

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from mri_recon.config import CONFIG_DIR, check_overrides
-from mri_recon.data.loaders import build_dataset, build_mask_func
+from mri_recon.data.loaders import fixed_mask_datasets
 from mri_recon.errors import UserError, report_user_errors
 from mri_recon.evaluate import tv_settings, tv_volume, volume_loader
 from mri_recon.metrics import METRICS, volume_metrics
@@ -41,15 +41,7 @@ def sweep(cfg: DictConfig) -> dict[str, dict[float, float]]:
         raise UserError(f"metric: expected one of {list(METRICS)}, got {cfg.metric!r}")
     device = select_device(cfg.device)
     scores: dict[str, dict[float, float]] = {}
-    for center_fraction, acceleration in zip(
-        cfg.mask.center_fractions, cfg.mask.accelerations, strict=True
-    ):
-        mask_cfg = OmegaConf.merge(
-            cfg.mask, {"center_fractions": [center_fraction], "accelerations": [acceleration]}
-        )
-        dataset = build_dataset(
-            cfg.data, cfg.split, build_mask_func(mask_cfg), fixed_masks=True, keep_kspace=True
-        )
+    for acceleration, dataset in fixed_mask_datasets(cfg.data, cfg.mask, cfg.split, True):
         values: dict[float, list[float]] = defaultdict(list)
         for index, batch in enumerate(
             tqdm(volume_loader(dataset, 0), desc=f"{acceleration}x", unit="volume")
@@ -58,12 +50,10 @@ def sweep(cfg: DictConfig) -> dict[str, dict[float, float]]:
                 break
             target = unnormalize(batch.target, batch)
             for lam in cfg.lambdas:
-                settings = tv_settings(
-                    cfg.baseline, cfg.data.challenge, int(acceleration), float(lam)
-                )
+                settings = tv_settings(cfg.baseline, cfg.data.challenge, acceleration, float(lam))
                 recon = tv_volume(batch, settings, device, cfg.baseline.batch_size)
                 values[float(lam)].append(volume_metrics(target, recon)[cfg.metric])
-        scores[str(int(acceleration))] = {lam: float(np.mean(v)) for lam, v in values.items()}
+        scores[str(acceleration)] = {lam: float(np.mean(v)) for lam, v in values.items()}
     return scores
 
 

@@ -1,11 +1,12 @@
 """Datasets and DataLoaders built from the `data` and `mask` config groups."""
 
 import signal
+from collections.abc import Iterator
 
 import hydra
 import torch
 from fastmri.data.subsample import MaskFunc
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mri_recon import distributed
 from mri_recon.data.dataset import SliceDataset, split_folder
@@ -71,6 +72,21 @@ def build_dataset(
         cache_dir=data_cfg.cache_dir,
         skip_bad_files=data_cfg.skip_bad_files,
     )
+
+
+def fixed_mask_datasets(
+    data_cfg: DictConfig, mask_cfg: DictConfig, split: str, keep_kspace: bool
+) -> Iterator[tuple[int, SliceDataset]]:
+    """For each (center_fraction, acceleration) pair of ``mask_cfg``: that acceleration and the
+    split's dataset under file-seeded masks of that pair alone (for evaluation and tuning)."""
+    for center_fraction, acceleration in zip(
+        mask_cfg.center_fractions, mask_cfg.accelerations, strict=True
+    ):
+        single = OmegaConf.merge(
+            mask_cfg, {"center_fractions": [center_fraction], "accelerations": [acceleration]}
+        )
+        mask_func = build_mask_func(single)
+        yield int(acceleration), build_dataset(data_cfg, split, mask_func, True, keep_kspace)
 
 
 def seed_worker(worker_id: int) -> None:
