@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := data/demo
 RUNS := runs
+ABLATIONS := $(RUNS)/ablations/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: install data train eval tensorboard test test-all bench lint clean
+.PHONY: install data train eval tensorboard test test-all bench ablations lint clean
 
 install: $(STAMP)
 
@@ -43,6 +44,14 @@ test-all: $(STAMP)
 
 bench: $(STAMP) | $(DEMO)/singlecoil_train
 	$(BIN)/python scripts/benchmark.py
+
+# The lecture's optimizer and normalization sweeps on the demo data (about an hour on 2 CPU cores),
+# then one plot and table per sweep (comparison.png, comparison.md) in runs/ablations/<time>/.
+ablations: $(STAMP) | $(DEMO)/singlecoil_train
+	$(BIN)/mri-recon-train -m experiment=optimizer_ablation hydra.sweep.dir=$(ABLATIONS)/optimizer
+	$(BIN)/mri-recon-train -m experiment=norm_ablation hydra.sweep.dir=$(ABLATIONS)/norm
+	$(BIN)/python scripts/compare_runs.py $(ABLATIONS)/optimizer
+	$(BIN)/python scripts/compare_runs.py $(ABLATIONS)/norm
 
 lint: $(STAMP)
 	$(BIN)/ruff check mri_recon scripts tests

@@ -13,6 +13,8 @@ CONFIG_DIR = str(PROJECT_DIR / "configs")
 
 # `${project_dir:}` in configs: the checkout holding configs/, data/ and runs/, whatever the cwd.
 OmegaConf.register_new_resolver("project_dir", lambda: str(PROJECT_DIR), replace=True)
+# `${mul:a,b}`: a product, e.g. a swept lr multiplier times an optimizer's base lr.
+OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
 
 
 def check_overrides(config_name: str, args: list[str]) -> None:

@@ -24,6 +24,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
@@ -151,6 +152,10 @@ class NullWriter:
         return lambda *args, **kwargs: None
 
 
+class TrainingDiverged(UserError):
+    """Raised after too many consecutive NaN/Inf steps: a result of the settings, not a crash."""
+
+
 class TrainingInterrupted(Exception):
     """Raised after the checkpoint that follows a SIGTERM/SIGINT has been written."""
 
@@ -182,7 +187,7 @@ def skip_bad_step(progress: dict[str, Any], cfg: DictConfig, loss: float) -> Non
         progress["bad_steps"],
     )
     if progress["bad_steps"] >= cfg.trainer.max_bad_steps:
-        raise UserError(
+        raise TrainingDiverged(
             f"training diverged: {progress['bad_steps']} consecutive steps with NaN/Inf loss or "
             f"gradients at step {progress['global_step'] + 1}; the last checkpoint is untouched. "
             "Lower optimizer.lr or set trainer.gradient_clip_val"
@@ -288,7 +293,7 @@ def log_panels(
     indices: list[int],
     device: torch.device,
     bf16: bool,
-    epoch: int,
+    step: int,
 ) -> None:
     """TensorBoard panels target | zero-filled | U-Net | |error| for fixed validation slices."""
     for index in indices:
@@ -302,7 +307,7 @@ def log_panels(
         writer.add_image(
             f"val_images/{sample.fname}_slice{sample.slice_num}",
             np.clip(panel / scale, 0, 1),
-            epoch,
+            step,
             dataformats="HW",
         )
 
@@ -393,7 +398,10 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     log.info("TensorBoard: tensorboard --logdir %s", run_dir.parent)
     writer = (
-        SummaryWriter(log_dir=str(run_dir), purge_step=progress["global_step"] or None)
+        # On resume, drop the events logged after the checkpoint (they are logged again).
+        SummaryWriter(
+            log_dir=str(run_dir), purge_step=progress["global_step"] + 1 if resumed else None
+        )
         if distributed.is_main()
         else NullWriter()
     )
@@ -440,11 +448,15 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 lambda: save("last.pt"),
             )
             metrics = validate(model, val_loader, device, bf16)
+            # Per-epoch scalars at the global step, so they line up with train/* in TensorBoard.
+            step = progress["global_step"]
             for name in ("loss", *METRICS):
                 value = metrics[name] if name == "loss" else metrics[name]["mean"]
-                writer.add_scalar(f"val/{name}", value, epoch + 1)
+                writer.add_scalar(f"val/{name}", value, step)
             if distributed.is_main():
-                log_panels(writer, model, val_set, panel_indices.tolist(), device, bf16, epoch + 1)
+                log_panels(writer, model, val_set, panel_indices.tolist(), device, bf16, step)
+            seconds = time.perf_counter() - start
+            writer.add_scalar("time/epoch_seconds", seconds, step)  # training + validation
             writer.flush()
 
             progress["epoch"], progress["batches_done"] = epoch + 1, 0
@@ -463,7 +475,7 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 metrics["SSIM"]["mean"],
                 metrics["PSNR"]["mean"],
                 metrics["NMSE"]["mean"],
-                time.perf_counter() - start,
+                seconds,
                 "  (best)" if improved else "",
             )
             if distributed.any_rank(bool(stop_signal), device):  # received during validation
@@ -493,12 +505,6 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             run_dir,
         )
     elif metrics and distributed.is_main():
-        result = {
-            "epoch": progress["epoch"],
-            "val": metrics,
-            "best": {"epoch": progress.get("best_epoch"), "SSIM": progress["best_ssim"]},
-        }
-        (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
         hparams = {
             "lr": cfg.optimizer.lr,
             "optimizer": cfg.optimizer._target_.split(".")[-1],
@@ -507,6 +513,13 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "batch_size": cfg.data.batch_size,
             "epochs": cfg.trainer.max_epochs,
         }
+        result = {
+            "epoch": progress["epoch"],
+            "val": metrics,
+            "best": {"epoch": progress.get("best_epoch"), "SSIM": progress["best_ssim"]},
+            "hparams": hparams,
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
         writer.add_hparams(
             hparams, {f"hparam/{m}": metrics[m]["mean"] for m in METRICS}, run_name="."
         )
@@ -524,6 +537,13 @@ def main(cfg: DictConfig) -> float | None:
         metrics = fit(cfg, run_dir)
     except TrainingInterrupted as interrupt:
         sys.exit(128 + interrupt.signum)
+    except TrainingDiverged as error:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # In a sweep a diverged setting is a result: record it and go on with the next job.
+        log.error("%s", error)
+        (run_dir / "metrics.json").write_text(json.dumps({"diverged": str(error)}, indent=2))
+        return None
     return metrics["SSIM"]["mean"] if metrics else None
 
 
