@@ -5,6 +5,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mri_recon.errors import UserError
 
@@ -13,8 +14,16 @@ CONFIG_DIR = str(PROJECT_DIR / "configs")
 
 # `${project_dir:}` in configs: the checkout holding configs/, data/ and runs/, whatever the cwd.
 OmegaConf.register_new_resolver("project_dir", lambda: str(PROJECT_DIR), replace=True)
-# `${mul:a,b}`: a product, e.g. a swept lr multiplier times an optimizer's base lr.
-OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
+
+
+def multiply(a: float, b: float) -> float:
+    """`${mul:a,b}` in configs, e.g. a swept lr multiplier times an optimizer's base lr."""
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in (a, b)):
+        raise ValueError(f"mul: expected two numbers, got {a!r} and {b!r}")
+    return a * b
+
+
+OmegaConf.register_new_resolver("mul", multiply, replace=True)
 
 
 def check_overrides(config_name: str, args: list[str]) -> None:
@@ -28,7 +37,6 @@ def check_overrides(config_name: str, args: list[str]) -> None:
         return
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -44,7 +52,10 @@ def check_value(
     cfg: DictConfig, key: str, integer: bool, valid: Callable[[float], bool], expected: str
 ) -> None:
     """Raise UserError unless ``cfg.<key>`` is a number (an integer if asked) passing ``valid``."""
-    value = OmegaConf.select(cfg, key)
+    try:
+        value = OmegaConf.select(cfg, key)
+    except OmegaConfBaseException as error:  # e.g. an interpolation that cannot be resolved
+        raise UserError(f"{key}: {str(error).splitlines()[0]}") from error
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if not is_number or (integer and not float(value).is_integer()) or not valid(value):
         raise UserError(f"{key}: expected {expected}, got {value!r}")

@@ -99,7 +99,11 @@ def read_run(run_dir: Path) -> Run:
     run = Run(run_dir, overrides, seed, read_scalars(run_dir))
 
     metrics_file = run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    try:
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    except (OSError, json.JSONDecodeError) as error:
+        print(f"warning: {metrics_file}: unreadable ({error}); using the events", file=sys.stderr)
+        metrics = {}
     if "diverged" in metrics:
         run.status = "diverged"
     elif "val" in metrics:
@@ -156,11 +160,25 @@ def label_runs(runs: list[Run]) -> None:
 
 
 def matches(run: Run, conditions: list[str]) -> bool:
-    """Whether the run was made with every ``key=value`` in ``conditions`` (seed=N included)."""
-    items = set(run.overrides)
+    """Whether the run was made with every ``key=value`` in ``conditions`` (seed=N included).
+
+    Numbers match by value: ``optimizer.lr=1e-3`` matches the ``optimizer.lr=0.001`` Hydra writes.
+    """
+    items = dict(item.split("=", 1) for item in run.overrides if "=" in item)
     if run.seed is not None:
-        items.add(f"seed={run.seed}")
-    return all(condition in items for condition in conditions)
+        items.setdefault("seed", str(run.seed))
+    for condition in conditions:
+        key, _, value = condition.partition("=")
+        if key not in items or not same_value(items[key], value):
+            return False
+    return True
+
+
+def same_value(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return a == b
 
 
 def group(runs: list[Run]) -> dict[str, list[Run]]:

@@ -127,9 +127,10 @@ def test_norm_sweep_groups_seeds_and_reports_their_spread(tiny_root: Path, tmp_p
     assert float(mean) == pytest.approx(sum(ssims) / 2, abs=1e-4)
     assert float(spread.rstrip(")")) == pytest.approx(abs(ssims[0] - ssims[1]), abs=1e-4)
 
-    compare(sweep_dir, "--where", "data.batch_size=2", "--out", tmp_path / "only2")
+    compare(sweep_dir, "--where", "data.batch_size=2.0", "--out", tmp_path / "only2")
     only2 = table_rows((tmp_path / "only2.md").read_text())
     assert list(only2) == ["all runs"]  # one configuration: the two seeds at batch size 2
+    assert only2["all runs"][1] == "0, 1"
 
 
 def test_a_diverged_job_is_recorded_and_the_sweep_goes_on(tiny_root: Path, tmp_path: Path) -> None:
@@ -142,10 +143,14 @@ def test_a_diverged_job_is_recorded_and_the_sweep_goes_on(tiny_root: Path, tmp_p
     )
     assert "training diverged" in final_metrics(sweep_dir / "0")["diverged"]
     assert "val" in final_metrics(sweep_dir / "1")
-    rows = table_rows(compare(sweep_dir).stdout)
+    (sweep_dir / "1" / "metrics.json").write_text('{"val": {"SS')  # cut short by a crash
+    result = compare(sweep_dir)
+    assert "1/metrics.json: unreadable" in result.stderr
+    rows = table_rows(result.stdout)
     # Labels as Hydra writes the values.
     assert rows["optimizer.lr=1e+30"][-1] == "diverged (seed 0)"
-    assert rows["optimizer.lr=0.001"][-1] == ""
+    assert rows["optimizer.lr=0.001"][-1] == "incomplete (seed 0)"  # read from its events
+    assert float(rows["optimizer.lr=0.001"][2]) > 0
 
 
 def test_compare_runs_takes_plain_run_directories(trained_run: Path, tmp_path: Path) -> None:
@@ -160,6 +165,22 @@ def test_compare_runs_takes_plain_run_directories(trained_run: Path, tmp_path: P
     ]
     empty = compare(tmp_path, "--where", "model.norm=batch", check=False)
     assert empty.stderr.strip().startswith("error: no training runs matching model.norm=batch")
+
+
+def test_a_bad_lr_scale_is_one_clear_line(tiny_root: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "mri-recon-train",
+        "experiment=optimizer_ablation",
+        "lr_scale=abc",
+        f"data.root={tiny_root}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: optimizer.lr: ValueError raised while resolving interpolation: "
+        "mul: expected two numbers, got 'abc' and 0.001"
+    ]
 
 
 # Keyword arguments of torch's optimizers that select an implementation, not a hyperparameter
