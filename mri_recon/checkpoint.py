@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from mri_recon.errors import UserError
+from mri_recon.files import atomic_path
 
 
 def rng_states() -> dict[str, Any]:
@@ -37,18 +38,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
     A crash mid-write leaves the previous checkpoint at ``path`` intact.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "wb") as file:
+        with atomic_path(path) as temporary, open(temporary, "wb") as file:
             torch.save(state, file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
     except OSError as error:
         raise UserError(f"could not write checkpoint {path}: {error.strerror or error}") from error
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

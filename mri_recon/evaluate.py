@@ -17,7 +17,6 @@ files written before the next volume is read.
 import csv
 import json
 import logging
-import os
 import sys
 import time
 from collections import defaultdict
@@ -43,6 +42,7 @@ from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.loaders import fixed_mask_datasets
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError, report_user_errors
+from mri_recon.files import atomic_path
 from mri_recon.metrics import METRICS, summarize, volume_metrics
 from mri_recon.reconstruct import predict, unnormalize
 from mri_recon.train import select_device, uses_bf16
@@ -179,14 +179,8 @@ class Reconstructor:
 
 def write_volume(path: Path, volume: np.ndarray) -> None:
     """A fastMRI submission file: dataset ``reconstruction`` (slices, H, W), written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(temporary, "w") as file:
-            file.create_dataset("reconstruction", data=volume)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
+        file.create_dataset("reconstruction", data=volume)
 
 
 def write_report(
@@ -200,7 +194,8 @@ def write_report(
         "checkpoint": cfg.checkpoint,
         "results": results,
     }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    with atomic_path(run_dir / "metrics.json") as temporary:
+        temporary.write_text(json.dumps(summary, indent=2))
     with open(run_dir / "per_volume.csv", "w", newline="") as file:
         writer = csv.DictWriter(
             file, fieldnames=["file", "acceleration", "method", "slices", *METRICS]

@@ -38,6 +38,7 @@ from mri_recon.checkpoint import load_checkpoint, restore_rng_states, rng_states
 from mri_recon.config import CONFIG_DIR, PROJECT_DIR, check_overrides, check_value
 from mri_recon.data.loaders import build_dataset, build_loader, build_mask_func
 from mri_recon.errors import UserError, report_user_errors
+from mri_recon.files import atomic_path
 from mri_recon.metrics import METRICS, summarize, volume_metrics
 from mri_recon.models.unet import NORMS, Unet, count_parameters, group_count
 from mri_recon.reconstruct import VolumeCollector, autocast_context, predict, unnormalize
@@ -519,7 +520,8 @@ def fit(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "best": {"epoch": progress.get("best_epoch"), "SSIM": progress["best_ssim"]},
             "hparams": hparams,
         }
-        (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        with atomic_path(run_dir / "metrics.json") as temporary:
+            temporary.write_text(json.dumps(result, indent=2))
         writer.add_hparams(
             hparams, {f"hparam/{m}": metrics[m]["mean"] for m in METRICS}, run_name="."
         )
@@ -542,7 +544,8 @@ def main(cfg: DictConfig) -> float | None:
             raise
         # In a sweep a diverged setting is a result: record it and go on with the next job.
         log.error("%s", error)
-        (run_dir / "metrics.json").write_text(json.dumps({"diverged": str(error)}, indent=2))
+        with atomic_path(run_dir / "metrics.json") as temporary:
+            temporary.write_text(json.dumps({"diverged": str(error)}, indent=2))
         return None
     return metrics["SSIM"]["mean"] if metrics else None
 

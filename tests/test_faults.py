@@ -17,6 +17,7 @@ import torch
 from mri_recon.checkpoint import load_checkpoint, save_checkpoint
 from mri_recon.errors import UserError
 from mri_recon.evaluate import write_volume
+from mri_recon.files import atomic_path
 
 from .conftest import TINY_TRAIN, run_cli
 
@@ -205,3 +206,16 @@ def test_interrupted_reconstruction_write_leaves_no_half_file(
     write_volume(path, np.zeros((2, 4, 4), dtype=np.float32))  # the re-run replaces it whole
     with h5py.File(path) as file:
         assert np.all(file["reconstruction"][()] == 0)
+
+
+def test_atomic_write_keeps_the_previous_file_when_it_fails(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    target.write_text("previous")
+    with pytest.raises(RuntimeError), atomic_path(target) as temporary:
+        temporary.write_text("half writ")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
+    with atomic_path(target) as temporary:
+        temporary.write_text("new")
+    assert target.read_text() == "new"

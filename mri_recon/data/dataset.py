@@ -25,6 +25,7 @@ import torch
 
 from mri_recon.data.header import header_from_shapes, parse_header
 from mri_recon.errors import DataError
+from mri_recon.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -262,10 +263,8 @@ class SliceDataset(torch.utils.data.Dataset):
 
         if cache_path is not None and (changed or len(cached) != len(records)):
             try:
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                temporary = cache_path.with_suffix(f".{os.getpid()}.tmp")
-                temporary.write_text(json.dumps(records))
-                os.replace(temporary, cache_path)
+                with atomic_path(cache_path) as temporary:
+                    temporary.write_text(json.dumps(records))
             except OSError as error:
                 log.warning("could not write metadata cache %s: %s", cache_path, error)
         return records

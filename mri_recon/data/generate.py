@@ -7,7 +7,6 @@
 The same seed gives byte-identical files.
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from mri_recon.data.dataset import TARGET_KEYS
 from mri_recon.data.demo import Acquisition, acquire, synthesize_slab
 from mri_recon.data.header import build_header
 from mri_recon.errors import UserError, report_user_errors
+from mri_recon.files import atomic_path
 
 SPLITS = ("train", "val", "test")
 CHALLENGES = tuple(TARGET_KEYS)
@@ -73,8 +73,7 @@ def write_volume(
     mask: np.ndarray | None = None,
 ) -> None:
     """Write one fastMRI-layout file atomically (temporary name, then rename)."""
-    temporary = path.with_suffix(".h5.tmp")
-    with h5py.File(temporary, "w") as file:
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
         file.create_dataset("kspace", data=kspace)
         if target is not None:
             file.create_dataset(TARGET_KEYS[challenge], data=target)
@@ -83,7 +82,6 @@ def write_volume(
         file.create_dataset("ismrmrd_header", data=np.bytes_(header))
         for key, value in attrs.items():
             file.attrs[key] = value
-    os.replace(temporary, path)
 
 
 def undersample_for_test(
