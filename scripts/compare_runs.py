@@ -159,6 +159,11 @@ def label_runs(runs: list[Run]) -> None:
                 run.label = str(run.path)
 
 
+def is_training_run(run: Run) -> bool:
+    """Training runs log train/ or val/ scalars (or diverged before); evaluation runs do not."""
+    return run.status == "diverged" or any(tag.startswith(("train/", "val/")) for tag in run.curves)
+
+
 def matches(run: Run, conditions: list[str]) -> bool:
     """Whether the run was made with every ``key=value`` in ``conditions`` (seed=N included).
 
@@ -311,7 +316,7 @@ def main() -> None:
     args = parser.parse_args()
 
     runs = [read_run(path) for path in find_run_dirs(args.paths)]
-    runs = [run for run in runs if matches(run, args.where)]
+    runs = [run for run in runs if is_training_run(run) and matches(run, args.where)]
     if not runs:
         where = f" matching {' '.join(args.where)}" if args.where else ""
         sys.exit(f"error: no training runs{where} under {' '.join(map(str, args.paths))}")

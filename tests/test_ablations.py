@@ -11,6 +11,7 @@ import matplotlib.image
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.utils.tensorboard import SummaryWriter
 
 from mri_recon.config import CONFIG_DIR
 from mri_recon.models.unet import NORMS
@@ -154,8 +155,10 @@ def test_a_diverged_job_is_recorded_and_the_sweep_goes_on(tiny_root: Path, tmp_p
 
 
 def test_compare_runs_takes_plain_run_directories(trained_run: Path, tmp_path: Path) -> None:
+    with SummaryWriter(str(tmp_path / "eval")) as writer:  # like an evaluation run: no scalars
+        writer.add_text("eval/report", "not a training run")
     out = tmp_path / "one"
-    compare(trained_run, "--out", out)
+    compare(trained_run, tmp_path / "eval", "--out", out)
     rows = table_rows(out.with_suffix(".md").read_text())
     assert list(rows) == [trained_run.name]  # a lone run is named by its folder
     missing = compare(tmp_path / "nowhere", check=False)
