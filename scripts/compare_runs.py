@@ -4,11 +4,12 @@
     .venv/bin/python scripts/compare_runs.py runs/train/A runs/train/B --out /tmp/a_vs_b
     .venv/bin/python scripts/compare_runs.py SWEEP_DIR --where model.norm=group --where seed=0
 
-Every folder given is a run directory (it holds TensorBoard events) or is searched for them. Runs
-whose Hydra overrides differ only in `seed` form one configuration, named by the overrides that
-differ between configurations. The table gives per configuration the final validation
-SSIM/PSNR/NMSE as mean over seeds with their spread (max - min), the SSIM after the first epoch
-(early progress), the last epoch's training and validation L1 loss, the best epoch of each seed and the wall-clock per run; the plot draws
+Every folder given is a run directory (it holds TensorBoard events) or is searched for them;
+evaluation runs are skipped. Runs whose Hydra overrides differ only in `seed` form one
+configuration, named by the overrides that differ between configurations. The table gives per
+configuration the final validation SSIM/PSNR/NMSE as mean over seeds with their spread
+(max - min), the SSIM after the first epoch (early progress), the last epoch's training and
+validation L1 loss, the best epoch of each seed and the wall-clock per run; the plot draws
 validation SSIM and training loss against the optimizer step, one line per run (a colour per
 configuration, a line style per seed). Writes <out>.png and <out>.md (default out:
 <first folder>/comparison) and prints the table.
@@ -83,8 +84,6 @@ def read_scalars(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             np.array([s.step for s in scalars]),
             np.array([s.value for s in scalars]),
         )
-        if tag == "train/loss":  # also keep when the run logged, for the wall-clock fallback
-            curves["wall_time"] = (curves[tag][0], np.array([s.wall_time for s in scalars]))
     return curves
 
 
@@ -119,11 +118,8 @@ def read_run(run_dir: Path) -> Run:
     if run.final and "val/loss" in run.curves and "train/loss" in run.curves:
         run.final.update(last_epoch_losses(run.curves))
 
-    if "time/epoch_seconds" in run.curves:
+    if "time/epoch_seconds" in run.curves:  # absent until the first epoch ends
         run.seconds = float(run.curves["time/epoch_seconds"][1].sum())
-    elif "wall_time" in run.curves:
-        wall = run.curves["wall_time"][1]
-        run.seconds = float(wall[-1] - wall[0])
     return run
 
 
