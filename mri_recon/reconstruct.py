@@ -1,18 +1,13 @@
 """Model inference on batches of ``Sample`` and assembly of slices into volumes."""
 
 from collections import defaultdict
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 from torch import nn
 
 from mri_recon.data.transforms import Sample
-
-
-def autocast_context(device: torch.device, bf16: bool):
-    """bf16 autocast on the given device when asked, else a no-op context."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+from mri_recon.runtime import Runtime
 
 
 def unnormalize(images: torch.Tensor, batch: Sample) -> np.ndarray:
@@ -23,15 +18,10 @@ def unnormalize(images: torch.Tensor, batch: Sample) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict(
-    model: nn.Module, images: torch.Tensor, device: torch.device, bf16: bool
-) -> torch.Tensor:
-    """The model's (B, 1, H, W) output for (B, 1, H, W) normalized zero-filled images."""
-    images = images.to(device, non_blocking=True)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
-    with autocast_context(device, bf16):
-        return model(images).float()
+def predict(model: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """The model's (B, 1, H, W) float32 output for (B, 1, H, W) normalized zero-filled images."""
+    with runtime.autocast():
+        return model(runtime.images(images)).float()
 
 
 class VolumeCollector:

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.dataset import SliceDataset, split_folder
-from mri_recon.data.generate import generate
+from mri_recon.data.demo_dataset import generate
 from mri_recon.data.transforms import ZeroFilledTransform
 
 SIZES = {

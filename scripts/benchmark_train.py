@@ -1,16 +1,23 @@
-"""Training throughput: ours vs the fastMRI recipe, on the same files, in the same run.
+"""Training throughput: ours vs the fastMRI recipe, through the step training runs.
 
     .venv/bin/python scripts/benchmark_train.py [--root data/demo] [--steps 30]
 
-Ours: SliceDataset + ZeroFilledTransform, GroupNorm U-Net, Adam, L1, gradient clipping (the
-train.py step). fastMRI recipe: fastmri.data.SliceDataset + UnetDataTransform,
-fastmri.models.Unet (InstanceNorm), RMSprop, L1, a plain loop. Same parameter count (chans 32,
-4 pooling layers: 7.76 M), same batch size, same DataLoader workers, same masks (4x/8x mix).
+Both recipes are timed through ``mri_recon.training.step.train_step``, the function every
+training step calls (forward under the configured precision and memory format, L1 loss,
+backward, clipping, finite check, optimizer and scheduler), fed by their own data paths:
+
+- ours: the default training config (GroupNorm U-Net, Adam, cosine schedule, clip 1.0) built as
+  ``mri-recon-train`` builds it (``TrainState.create``, ``TrainingData``);
+- fastMRI: fastmri.data.SliceDataset + UnetDataTransform, fastmri.models.Unet (InstanceNorm),
+  RMSprop lr 1e-3, no clipping.
+
+Same chans (32), pooling layers (4), batch size, DataLoader workers and masks (4x/8x mix).
 """
 
 import argparse
 import statistics
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import fastmri.data
@@ -18,91 +25,107 @@ import torch
 from fastmri.data.subsample import RandomMaskFunc
 from fastmri.data.transforms import UnetDataTransform
 from fastmri.models import Unet as FastmriUnet
-from omegaconf import OmegaConf
-from torch.nn import functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
-from mri_recon.data.dataset import SliceDataset, split_folder
-from mri_recon.data.loaders import build_loader
-from mri_recon.data.transforms import ZeroFilledTransform
-from mri_recon.models.unet import Unet, count_parameters
+from mri_recon.config import CONFIG_DIR
+from mri_recon.data.dataset import split_folder
+from mri_recon.data.loaders import TrainingData
+from mri_recon.models.unet import count_parameters
+from mri_recon.runtime import Runtime
+from mri_recon.schedulers import constant
+from mri_recon.training.state import TrainState
+from mri_recon.training.step import train_step
 
 
-def masks() -> RandomMaskFunc:
-    return RandomMaskFunc([0.08, 0.04], [4, 8])
+def train_config(root: Path, overrides: Iterable[str] = ()) -> DictConfig:
+    """The `train` config as `mri-recon-train data.root=ROOT ...` composes it."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", [f"data.root={root}", "data.cache_dir=null", *overrides])
+
+
+def batches(loader: torch.utils.data.DataLoader) -> Iterable:
+    """The loader's batches, epoch after epoch."""
+    while True:
+        yield from loader
 
 
 def slices_per_second(
-    model, optimizer, loader, steps: int, clip: float | None, warmup: int = 3
+    state: TrainState, loader, runtime: Runtime, clip: float | None, steps: int, warmup: int = 3
 ) -> float:
-    """Training slices per second over ``steps`` steps after ``warmup`` (data loading included)."""
-    model.train()
-    iterator = iter(loader)
-    done, start = 0, None
+    """Training slices per second over ``steps`` calls of ``train_step`` after ``warmup`` ones
+    (data loading included)."""
+    stream = batches(loader)
+    done, start = 0, 0.0
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            iterator = iter(loader)
-            batch = next(iterator)
-        image, target = batch[0], batch[1]
-        image = image if image.dim() == 4 else image.unsqueeze(1)
-        target = target if target.dim() == 4 else target.unsqueeze(1)
-        loss = F.l1_loss(model(image), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        if step >= warmup:
-            done += image.shape[0]
+        batch = next(stream)
+        images, targets = batch.image, batch.target
+        if images.dim() == 3:  # fastmri's UnetSample: (B, H, W)
+            images, targets = images.unsqueeze(1), targets.unsqueeze(1)
+        train_step(state, images, targets, runtime, clip)
+        done += images.shape[0] if step >= warmup else 0
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize()
     return done / (time.perf_counter() - start)
 
 
-def run(
-    root: Path, steps: int, repeats: int, batch_size: int = 4, num_workers: int = 2
-) -> tuple[str, float]:
-    """The training section of docs/benchmarks.md, and our training slices/s."""
-    folder = split_folder(root, "singlecoil", "train")
-    loader_cfg = OmegaConf.create({"batch_size": batch_size, "num_workers": num_workers})
-    ours_data = SliceDataset(
-        folder, "singlecoil", ZeroFilledTransform("singlecoil", masks(), fixed_masks=False)
+def fastmri_recipe(
+    cfg: DictConfig, runtime: Runtime
+) -> tuple[TrainState, torch.utils.data.DataLoader]:
+    """The fastMRI U-Net baseline's model, optimizer and data path at ``cfg``'s sizes."""
+    masks = RandomMaskFunc(list(cfg.mask.center_fractions), list(cfg.mask.accelerations))
+    dataset = fastmri.data.SliceDataset(
+        split_folder(cfg.data.root, "singlecoil", "train"),
+        "singlecoil",
+        UnetDataTransform("singlecoil", masks, use_seed=False),
     )
-    theirs_data = fastmri.data.SliceDataset(
-        folder, "singlecoil", UnetDataTransform("singlecoil", masks(), use_seed=False)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        num_workers=cfg.data.num_workers,
     )
-    ours_loader = build_loader(ours_data, loader_cfg, shuffle=True)
-    theirs_loader = torch.utils.data.DataLoader(
-        theirs_data, batch_size=batch_size, shuffle=True, num_workers=num_workers
-    )
+    model = runtime.place(FastmriUnet(1, 1, cfg.model.chans, cfg.model.num_pool_layers))
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+    state = TrainState(model, optimizer, constant(optimizer, 0, 0), config={})
+    return state, loader
 
-    ours_model, theirs_model = (
-        Unet(chans=32, num_pool_layers=4, norm="group"),
-        FastmriUnet(1, 1, 32, 4),
-    )
-    ours_opt = torch.optim.Adam(ours_model.parameters(), lr=1e-3)
-    theirs_opt = torch.optim.RMSprop(theirs_model.parameters(), lr=1e-3)
+
+def run(root: Path, steps: int, repeats: int) -> tuple[str, float]:
+    """The training section of docs/benchmarks.md, and our training slices/s."""
+    cfg = train_config(root, ["trainer.precision=32"])
+    runtime = Runtime.create("cpu", "32")
+    data = TrainingData(cfg, pin_memory=False)
+    ours = TrainState.create(cfg, runtime, steps_per_epoch=len(data.train_loader))
+    theirs, theirs_loader = fastmri_recipe(cfg, runtime)
     ours_runs, theirs_runs = [], []
     for _ in range(repeats):  # interleaved
-        ours_runs.append(slices_per_second(ours_model, ours_opt, ours_loader, steps, clip=1.0))
-        theirs_runs.append(
-            slices_per_second(theirs_model, theirs_opt, theirs_loader, steps, clip=None)
+        ours_runs.append(
+            slices_per_second(
+                ours, data.train_loader, runtime, cfg.trainer.gradient_clip_val, steps
+            )
         )
-    ours, theirs = statistics.median(ours_runs), statistics.median(theirs_runs)
+        theirs_runs.append(slices_per_second(theirs, theirs_loader, runtime, None, steps))
+    ours_rate, theirs_rate = statistics.median(ours_runs), statistics.median(theirs_runs)
     table = "\n".join(
         [
-            f"Batch {batch_size}, {num_workers} DataLoader workers, {steps} steps after 3 warm-up steps, "
-            f"median of {repeats} interleaved repeats, demo single-coil training files (128x128), "
-            f"{count_parameters(ours_model):,} vs {count_parameters(theirs_model):,} parameters.",
+            f"Batch {cfg.data.batch_size}, {cfg.data.num_workers} DataLoader workers, fp32, "
+            f"{steps} steps after 3 warm-up steps, median of {repeats} interleaved repeats, demo "
+            f"single-coil training files (128x128), {count_parameters(ours.model):,} vs "
+            f"{count_parameters(theirs.model):,} parameters. Both timed through "
+            "`mri_recon.training.step.train_step`, the function training runs.",
             "",
             "| recipe | training slices/s | ratio |",
             "|---|---|---|",
-            f"| ours (GroupNorm U-Net, Adam, our data path) | {ours:.2f} | {ours / theirs:.2f}x |",
-            f"| fastMRI (fastmri Unet with InstanceNorm, RMSprop, SliceDataset + UnetDataTransform) | {theirs:.2f} | 1.00x |",
+            f"| ours (GroupNorm U-Net, Adam, our data path) | {ours_rate:.2f} | "
+            f"{ours_rate / theirs_rate:.2f}x |",
+            "| fastMRI (fastmri Unet with InstanceNorm, RMSprop, SliceDataset + "
+            f"UnetDataTransform) | {theirs_rate:.2f} | 1.00x |",
         ]
     )
-    return table, ours
+    return table, ours_rate
 
 
 def main() -> None:
@@ -111,7 +134,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(run(args.root, args.steps, args.repeats)[0])
+    print(run(args.root.resolve(), args.steps, args.repeats)[0])
 
 
 if __name__ == "__main__":

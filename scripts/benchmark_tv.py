@@ -23,15 +23,16 @@ from fastmri.data.subsample import RandomMaskFunc
 from fastmri.data.transforms import center_crop
 from hydra import compose, initialize_config_dir
 
-from mri_recon.baselines.tv import TVSettings, scaled_problem, tv_reconstruct
+from mri_recon.baselines.tv import TVSettings, scaled_problem, tv_reconstruct, tv_settings
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.dataset import SliceDataset, split_folder
-from mri_recon.data.generate import generate
+from mri_recon.data.demo_dataset import generate
+from mri_recon.data.loaders import volume_loader
 from mri_recon.data.transforms import ZeroFilledTransform
-from mri_recon.evaluate import tv_settings, volume_loader
 from mri_recon.metrics import volume_metrics
 from mri_recon.models.unet import Unet
-from mri_recon.reconstruct import unnormalize
+from mri_recon.reconstruct import predict, unnormalize
+from mri_recon.runtime import Runtime
 
 MASKS = {4: 0.08, 8: 0.04}
 
@@ -119,20 +120,21 @@ def bart(batch, lam: float, iterations: int, work: Path) -> tuple[np.ndarray, fl
 def unet_seconds(
     model: torch.nn.Module, shape: tuple[int, int], device: str, batch: int = 8
 ) -> float:
-    """U-Net inference seconds per slice (fp32 on CPU, bf16 autocast on CUDA)."""
-    model = model.to(device).eval()
-    images = torch.randn(batch, 1, *shape, device=device)
+    """U-Net inference seconds per slice through evaluation's ``predict``, with the precision
+    ``precision=auto`` gives on that device."""
+    runtime = Runtime.create(device, "auto")
+    model = runtime.place(model).eval()
+    images = torch.randn(batch, 1, *shape)
     runs = []
-    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-        model(images)
-        for _ in range(3):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(images)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            runs.append((time.perf_counter() - start) / batch)
+    predict(model, images, runtime)
+    for _ in range(3):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        predict(model, images, runtime)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        runs.append((time.perf_counter() - start) / batch)
     return statistics.median(runs)
 
 

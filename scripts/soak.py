@@ -19,6 +19,10 @@ from mri_recon.data.dataset import SliceDataset, split_folder
 from mri_recon.data.loaders import build_loader
 from mri_recon.data.transforms import ZeroFilledTransform
 from mri_recon.models.unet import Unet
+from mri_recon.runtime import Runtime
+from mri_recon.schedulers import constant
+from mri_recon.training.state import TrainState
+from mri_recon.training.step import train_step
 
 
 def resident_mb() -> float:
@@ -39,14 +43,13 @@ def soak(root: Path, challenge: str, epochs: int, num_workers: int, train: bool)
     )
     model = Unet(chans=8, num_pool_layers=3)
     optimizer = torch.optim.Adam(model.parameters())
+    state = TrainState(model, optimizer, constant(optimizer, 0, 0), config={})
+    runtime = Runtime.create("cpu", "32")
     samples = []
     for _ in range(epochs):
         for batch in loader:
-            if train:
-                loss = (model(batch.image) - batch.target).abs().mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+            if train:  # the step training runs
+                train_step(state, batch.image, batch.target, runtime, clip=1.0)
         samples.append(resident_mb())
     return samples
 

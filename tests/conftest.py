@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from mri_recon.config import CONFIG_DIR
-from mri_recon.data.generate import generate
+from mri_recon.data.demo_dataset import generate
+from mri_recon.training.loop import TrainingResult, fit
 
 TINY_DATA = [
     "image_size=32",
@@ -62,15 +63,14 @@ def run_cli(
     return result
 
 
-# Overrides that make training take seconds on the tiny dataset.
-TINY_TRAIN = [
-    "model.chans=4",
-    "model.num_pool_layers=2",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "trainer.log_every_n_steps=1",
-    "trainer.num_val_images=2",
-]
+# Overrides that make training take seconds on the tiny dataset (configs/debug/tiny.yaml).
+TINY_TRAIN = ["debug=tiny"]
+
+
+def train_in_process(run_dir: Path, *overrides: str) -> TrainingResult:
+    """What ``mri-recon-train hydra.run.dir=RUN_DIR OVERRIDES...`` does, in this process."""
+    cfg = compose_config("train", list(overrides))
+    return fit(cfg, run_dir, list(overrides))
 
 
 @pytest.fixture(scope="session")

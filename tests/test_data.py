@@ -22,11 +22,20 @@ from .conftest import make_tiny_data
 
 
 def dataset(
-    root: Path, challenge: str, split: str, mask=None, fixed=True, **kwargs
+    root: Path,
+    challenge: str,
+    split: str,
+    mask=None,
+    fixed=True,
+    sample_rate=1.0,
+    volume_sample_rate=1.0,
+    **kwargs,
 ) -> SliceDataset:
     transform = ZeroFilledTransform(challenge, mask, fixed_masks=fixed)
     folder = split_folder(root, challenge, split)
-    return SliceDataset(folder, challenge, transform, require_target=split != "test", **kwargs)
+    items = SliceDataset(folder, challenge, transform, require_target=split != "test", **kwargs)
+    items.subsample(sample_rate, volume_sample_rate, seed=0)
+    return items
 
 
 def test_header_round_trip_gives_release_padding() -> None:

@@ -1,4 +1,4 @@
-"""Evaluation through the real CLI: metrics.json, per_volume.csv, report.md, submission files."""
+"""Evaluation through the real CLI and in-process: metrics.json, per_volume.csv, report.md, submission files."""
 
 import csv
 import json
@@ -8,7 +8,9 @@ import h5py
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from .conftest import run_cli
+from mri_recon.evaluation.run import evaluate
+
+from .conftest import compose_config, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +64,8 @@ def test_reconstruction_files_are_fastmri_submissions(evaluation: Path, tiny_roo
 def test_evaluating_twice_gives_identical_metrics(
     trained_run: Path, evaluation: Path, tmp_path: Path
 ) -> None:
-    run_cli(
-        "mri-recon-eval",
-        f"checkpoint={trained_run / 'checkpoints' / 'best.pt'}",
-        f"hydra.run.dir={tmp_path}",
-    )
+    checkpoint = trained_run / "checkpoints" / "best.pt"
+    evaluate(compose_config("eval", [f"checkpoint={checkpoint}"]), tmp_path)  # in-process
     first = json.loads((evaluation / "metrics.json").read_text())["results"]
     second = json.loads((tmp_path / "metrics.json").read_text())["results"]
     for acceleration, by_method in first.items():

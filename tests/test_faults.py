@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from mri_recon.checkpoint import load_checkpoint, save_checkpoint
 from mri_recon.errors import UserError
-from mri_recon.evaluate import write_volume
+from mri_recon.evaluation.reports import write_volume
 from mri_recon.files import atomic_path
+from mri_recon.training.checkpointing import load_checkpoint, save_checkpoint
 
-from .conftest import TINY_TRAIN, run_cli
+from .conftest import TINY_TRAIN, run_cli, train_in_process
 
 
 def train_args(tiny_root: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -77,8 +77,10 @@ def resume_and_compare(run_dir: Path, straight_run: Path) -> None:
 
 @pytest.fixture(scope="module")
 def straight_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted reference run, trained in this process."""
     run_dir = tmp_path_factory.mktemp("straight") / "run"
-    run_cli("mri-recon-train", *train_args(tiny_root, run_dir))
+    args = [arg for arg in train_args(tiny_root, run_dir) if not arg.startswith("hydra.")]
+    train_in_process(run_dir, *args)
     return run_dir
 
 

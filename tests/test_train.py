@@ -1,12 +1,14 @@
-"""Training through the real CLI: run directory, TensorBoard, checkpoints, exact resume."""
+"""Training: run directory, TensorBoard, checkpoints, exact resume (CLI and in-process)."""
 
 import json
+import logging
 from pathlib import Path
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from .conftest import TINY_TRAIN, run_cli
+from .conftest import TINY_TRAIN, run_cli, train_in_process
 
 SCALARS_PER_STEP = ("train/loss", "train/lr", "train/slices_per_sec")
 SCALARS_PER_EPOCH = ("val/loss", "val/SSIM", "val/PSNR", "val/NMSE")
@@ -41,7 +43,9 @@ def test_tensorboard_events_hold_scalars_and_image_panels(trained_run: Path) -> 
     assert image.width == 4 * image.height  # target | zero-filled | U-Net | |error|
 
 
-def test_resumed_run_ends_with_identical_weights(tiny_root: Path, tmp_path: Path) -> None:
+def test_resumed_run_ends_with_identical_weights(
+    tiny_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     common = [
         f"data.root={tiny_root}",
         f"data.cache_dir={tmp_path / 'cache'}",
@@ -51,18 +55,12 @@ def test_resumed_run_ends_with_identical_weights(tiny_root: Path, tmp_path: Path
         "model.drop_prob=0.1",
     ]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    run_cli("mri-recon-train", *common, f"hydra.run.dir={straight}")
-    first = run_cli(
-        "mri-recon-train", *common, f"hydra.run.dir={split}", "trainer.stop_after_epoch=1"
-    )
-    assert "trainer.resume=true" in first.stderr + first.stdout
+    train_in_process(straight, *common)
+    caplog.set_level(logging.INFO)
+    train_in_process(split, *common, "trainer.stop_after_epoch=1")
+    assert "trainer.resume=true" in caplog.text
     assert not (split / "metrics.json").exists()
-    run_cli(
-        "mri-recon-train",
-        f"hydra.run.dir={split}",
-        "trainer.resume=true",
-        f"data.cache_dir={tmp_path / 'cache'}",
-    )
+    train_in_process(split, "trainer.resume=true", f"data.cache_dir={tmp_path / 'cache'}")
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
     b = torch.load(split / "checkpoints" / "last.pt", weights_only=False)
     assert a["progress"] == b["progress"]

@@ -25,8 +25,13 @@ multiplied back), so lam means the same thing on every file whatever the raw uni
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from fastmri.data.transforms import center_crop
+from omegaconf import DictConfig, OmegaConf
+
+from mri_recon.data.transforms import Sample
+from mri_recon.errors import UserError
 
 CHECK_EVERY = 5  # iterations between convergence checks
 
@@ -295,3 +300,33 @@ def tv_reconstruct(
     kspace, operator, scale = scaled_problem(masked_kspace, mask)
     x, _ = solve_tv(kspace, operator, settings)
     return center_crop(x, crop).abs() * scale[:, None, None]
+
+
+def tv_settings(
+    baseline: DictConfig, challenge: str, acceleration: int, lam: float | None = None
+) -> TVSettings:
+    """The solver settings of ``baseline`` (configs/baseline/), with ``lam`` or else the
+    configured weight for this challenge and acceleration (``baseline.lam.<challenge>.<acc>``)."""
+    if lam is None:
+        lam = OmegaConf.select(baseline, f"lam.{challenge}.{acceleration}")
+        if lam is None:
+            raise UserError(f"baseline.lam.{challenge} has no value for {acceleration}x")
+    return TVSettings(float(lam), baseline.iterations, baseline.tolerance, baseline.rho_per_lam)
+
+
+def tv_volume(
+    batch: Sample, settings: TVSettings, device: torch.device, batch_size: int
+) -> np.ndarray:
+    """TV reconstruction (slices, H, W) float32 of one volume batch (``keep_kspace`` samples),
+    ``batch_size`` slices at a time on ``device``."""
+    crop = tuple(batch.image.shape[-2:])
+    outputs = [
+        tv_reconstruct(
+            batch.masked_kspace[i : i + batch_size].to(device),
+            batch.mask[i : i + batch_size].to(device),
+            crop,
+            settings,
+        ).cpu()
+        for i in range(0, len(batch.fname), batch_size)
+    ]
+    return torch.cat(outputs).numpy().astype(np.float32)

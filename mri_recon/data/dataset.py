@@ -168,9 +168,6 @@ class SliceDataset(torch.utils.data.Dataset):
         challenge: str,
         transform: Callable | None = None,
         require_target: bool = True,
-        sample_rate: float = 1.0,
-        volume_sample_rate: float = 1.0,
-        subset_seed: int = 0,
         cache_dir: str | Path | None = None,
         skip_bad_files: bool = False,
     ) -> None:
@@ -209,19 +206,27 @@ class SliceDataset(torch.utils.data.Dataset):
                     f"{self.folder}: every .h5 file is unusable (expected fastMRI layout)"
                 )
 
-        if volume_sample_rate < 1.0:
-            keep = max(1, round(len(volumes) * volume_sample_rate))
-            volumes = sorted(random.Random(subset_seed).sample(volumes, keep))
+        # Test/challenge folders hold no targets: evaluation then only writes reconstructions.
+        self.has_targets = all(self.target_key in records[p.name]["keys"] for p in volumes)
         self.slices = [
             (path, index)
             for path in volumes
             for index in range(records[path.name]["shapes"]["kspace"][0])
         ]
-        if sample_rate < 1.0:
-            keep = max(1, round(len(self.slices) * sample_rate))
-            self.slices = sorted(random.Random(subset_seed).sample(self.slices, keep))
         self._handles: dict[Path, h5py.File] = {}
         self._handles_pid = os.getpid()
+
+    def subsample(self, sample_rate: float, volume_sample_rate: float, seed: int) -> None:
+        """Keep a seeded random ``volume_sample_rate`` of the volumes, then ``sample_rate`` of
+        their slices (fastmri's ``sample_rate`` / ``volume_sample_rate``); at least one each."""
+        if volume_sample_rate < 1.0:
+            volumes = list(dict.fromkeys(path for path, _ in self.slices))
+            keep = max(1, round(len(volumes) * volume_sample_rate))
+            kept = set(random.Random(seed).sample(volumes, keep))
+            self.slices = [item for item in self.slices if item[0] in kept]
+        if sample_rate < 1.0:
+            keep = max(1, round(len(self.slices) * sample_rate))
+            self.slices = sorted(random.Random(seed).sample(self.slices, keep))
 
     def _slice_attrs(self, path: Path, record: dict[str, Any]) -> dict[str, Any]:
         """File attributes plus the header geometry the transform needs."""

@@ -8,133 +8,13 @@ The same seed gives byte-identical files.
 """
 
 import sys
-from pathlib import Path
 
-import h5py
 import hydra
-import numpy as np
-from fastmri.data.subsample import EquispacedMaskFractionFunc, MaskFunc, RandomMaskFunc
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from mri_recon.config import CONFIG_DIR, check_overrides
-from mri_recon.data.dataset import TARGET_KEYS
-from mri_recon.data.demo import Acquisition, acquire, synthesize_slab
-from mri_recon.data.header import build_header
-from mri_recon.errors import UserError, report_user_errors
-from mri_recon.files import atomic_path
-
-SPLITS = ("train", "val", "test")
-CHALLENGES = tuple(TARGET_KEYS)
-
-
-def acquisition_for(cfg: DictConfig, challenge: str) -> Acquisition:
-    """The acquisition settings of one challenge (single-coil has one coil)."""
-    return Acquisition(
-        image_size=cfg.image_size,
-        kspace_width=cfg.kspace_width,
-        acquired_columns=cfg.acquired_columns,
-        field_of_view_mm=cfg.field_of_view_mm,
-        num_slices=cfg.num_slices,
-        slice_spacing_mm=cfg.slice_spacing_mm,
-        snr=cfg.snr,
-        signal_scale=cfg.signal_scale,
-        num_coils=1 if challenge == "singlecoil" else cfg.num_coils,
-    )
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Reject sizes that cannot make a valid file, before any work starts."""
-    if not cfg.image_size <= cfg.acquired_columns <= cfg.kspace_width:
-        raise UserError(
-            f"expected image_size <= acquired_columns <= kspace_width, got {cfg.image_size}, "
-            f"{cfg.acquired_columns}, {cfg.kspace_width}"
-        )
-    for challenge in cfg.challenges:
-        if challenge not in CHALLENGES:
-            raise UserError(f"challenges: expected entries from {CHALLENGES}, got {challenge!r}")
-    if cfg.snr <= 0 or cfg.num_coils < 2 or cfg.num_slices < 1:
-        raise UserError("expected snr > 0, num_coils >= 2 and num_slices >= 1")
-
-
-def test_mask_func(challenge: str, acceleration: int, center_fraction: float) -> MaskFunc:
-    """The release's test masks: random columns single-coil, equispaced multi-coil."""
-    mask_class = RandomMaskFunc if challenge == "singlecoil" else EquispacedMaskFractionFunc
-    return mask_class([center_fraction], [acceleration])
-
-
-def write_volume(
-    path: Path,
-    kspace: np.ndarray,
-    target: np.ndarray | None,
-    header: bytes,
-    attrs: dict,
-    challenge: str,
-    mask: np.ndarray | None = None,
-) -> None:
-    """Write one fastMRI-layout file atomically (temporary name, then rename)."""
-    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
-        file.create_dataset("kspace", data=kspace)
-        if target is not None:
-            file.create_dataset(TARGET_KEYS[challenge], data=target)
-        if mask is not None:
-            file.create_dataset("mask", data=mask)
-        file.create_dataset("ismrmrd_header", data=np.bytes_(header))
-        for key, value in attrs.items():
-            file.attrs[key] = value
-
-
-def undersample_for_test(
-    kspace: np.ndarray, name: str, challenge: str, index: int, cfg: DictConfig
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Undersample a test volume with a mask seeded by its file name, as the release did."""
-    choice = index % len(cfg.test_masks.accelerations)
-    acceleration = int(cfg.test_masks.accelerations[choice])
-    center_fraction = float(cfg.test_masks.center_fractions[choice])
-    shape = (1,) * (kspace.ndim - 2) + (kspace.shape[-1], 1)
-    mask, num_low = test_mask_func(challenge, acceleration, center_fraction)(
-        shape, seed=tuple(map(ord, name))
-    )
-    columns = mask.numpy().reshape(-1).astype(bool)
-    attrs = {"acceleration": acceleration, "num_low_frequency": int(num_low)}
-    return (kspace * columns).astype(np.complex64), columns, attrs
-
-
-def generate(cfg: DictConfig) -> list[Path]:
-    """Write every split and challenge; return the files written."""
-    check_config(cfg)
-    out = Path(cfg.out)
-    volumes = [(split, index) for split in SPLITS for index in range(cfg.volumes[split])]
-    written = []
-    for split, index in tqdm(volumes, desc=f"demo data -> {out}", unit="volume"):
-        split_id = SPLITS.index(split)
-        slab_rng = np.random.default_rng([cfg.seed, split_id, index])
-        image, contrast = synthesize_slab(slab_rng, acquisition_for(cfg, "singlecoil"))
-        patient_id = f"demo{slab_rng.integers(16**12):012x}"
-        for challenge in cfg.challenges:
-            acq = acquisition_for(cfg, challenge)
-            rng = np.random.default_rng([cfg.seed, split_id, index, CHALLENGES.index(challenge)])
-            kspace, target = acquire(rng, image, acq)
-            name = f"file_demo_{split}{index:03d}.h5"
-            header = build_header(
-                (kspace.shape[-2], kspace.shape[-1]),
-                (acq.image_size, acq.image_size),
-                acq.acquired_columns,
-                (acq.field_of_view_mm, acq.field_of_view_mm * acq.kspace_width / acq.image_size),
-                acq.num_coils,
-            )
-            attrs = {"acquisition": contrast, "patient_id": patient_id}
-            folder = out / f"{challenge}_{split}"
-            folder.mkdir(parents=True, exist_ok=True)
-            if split == "test":
-                kspace, mask, test_attrs = undersample_for_test(kspace, name, challenge, index, cfg)
-                attrs.update(test_attrs)
-                write_volume(folder / name, kspace, None, header, attrs, challenge, mask)
-            else:
-                attrs.update(max=float(target.max()), norm=float(np.linalg.norm(target)))
-                write_volume(folder / name, kspace, target, header, attrs, challenge)
-            written.append(folder / name)
-    return written
+from mri_recon.data.demo_dataset import generate
+from mri_recon.errors import report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="data_gen")

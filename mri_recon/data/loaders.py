@@ -1,6 +1,7 @@
 """Datasets and DataLoaders built from the `data` and `mask` config groups."""
 
 import signal
+from collections import defaultdict
 from collections.abc import Iterator
 
 import hydra
@@ -12,6 +13,7 @@ from mri_recon import distributed
 from mri_recon.data.dataset import SliceDataset, split_folder
 from mri_recon.data.transforms import ZeroFilledTransform
 from mri_recon.errors import UserError
+from mri_recon.runtime import epoch_seed
 
 
 def build_mask_func(mask_cfg: DictConfig) -> MaskFunc:
@@ -60,18 +62,17 @@ def build_dataset(
             "(e.g. data.root=/data/fastmri/knee)"
         )
     folder = split_folder(data_cfg.root, data_cfg.challenge, split)
-    is_training = split == data_cfg.train_split
-    return SliceDataset(
+    dataset = SliceDataset(
         folder,
         data_cfg.challenge,
         ZeroFilledTransform(data_cfg.challenge, mask_func, fixed_masks, keep_kspace),
         require_target=split in (data_cfg.train_split, data_cfg.val_split),
-        sample_rate=data_cfg.sample_rate if is_training else 1.0,
-        volume_sample_rate=data_cfg.volume_sample_rate if is_training else 1.0,
-        subset_seed=data_cfg.subset_seed,
         cache_dir=data_cfg.cache_dir,
         skip_bad_files=data_cfg.skip_bad_files,
     )
+    if split == data_cfg.train_split:
+        dataset.subsample(data_cfg.sample_rate, data_cfg.volume_sample_rate, data_cfg.subset_seed)
+    return dataset
 
 
 def fixed_mask_datasets(
@@ -125,3 +126,64 @@ def build_loader(
         pin_memory=pin_memory,
         persistent_workers=False,
     )
+
+
+def volume_loader(dataset: SliceDataset, num_workers: int) -> torch.utils.data.DataLoader:
+    """A DataLoader whose every batch is one whole volume, slices in order.
+
+    Under torchrun each rank gets its own balanced share of the volumes.
+    """
+    by_file: dict[str, list[int]] = defaultdict(list)
+    for index in distributed.my_volume_indices([path.name for path, _ in dataset.slices]):
+        by_file[dataset.slices[index][0].name].append(index)
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=list(by_file.values()), num_workers=num_workers
+    )
+
+
+class TrainingData:
+    """The training and validation splits of a run and their loaders.
+
+    Training batches are shuffled with a per-epoch seed (sharded per rank under torchrun) and
+    masked with random masks; validation uses file-seeded masks and, under torchrun, each rank
+    validates its own whole volumes.
+    """
+
+    def __init__(self, cfg: DictConfig, pin_memory: bool) -> None:
+        self.seed = cfg.seed
+        self.train_set = build_dataset(
+            cfg.data, cfg.data.train_split, build_mask_func(cfg.mask), fixed_masks=False
+        )
+        self.val_set = build_dataset(
+            cfg.data, cfg.data.val_split, build_mask_func(cfg.mask), fixed_masks=True
+        )
+        self.generator = torch.Generator()
+        self.sampler = None
+        if distributed.world_size() > 1:
+            self.sampler = torch.utils.data.DistributedSampler(
+                self.train_set, shuffle=True, seed=cfg.seed
+            )
+        self.train_loader = build_loader(
+            self.train_set,
+            cfg.data,
+            shuffle=self.sampler is None,
+            generator=self.generator,
+            pin_memory=pin_memory,
+            sampler=self.sampler,
+        )
+        names = [path.name for path, _ in self.val_set.slices]
+        self.val_loader = build_loader(
+            torch.utils.data.Subset(self.val_set, distributed.my_volume_indices(names)),
+            cfg.data,
+            shuffle=False,
+            generator=torch.Generator().manual_seed(0),
+            pin_memory=pin_memory,
+        )
+
+    def start_epoch(self, epoch: int) -> None:
+        """Seed the epoch's shuffle and training masks, so a resumed run replays them exactly."""
+        self.generator.manual_seed(epoch_seed(self.seed, epoch))
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        # The mask stream of the main process (num_workers=0); workers reseed their own.
+        self.train_set.transform.reseed([self.seed, epoch, distributed.rank()])

@@ -1,0 +1,187 @@
+"""Evaluation: every method on every volume at every acceleration, with the fastMRI metrics.
+
+One DataLoader batch is one volume; each method reconstructs it, its metrics are computed and its
+files written before the next volume is read. Under torchrun the volumes are sharded across
+ranks and their records gathered, so the metrics equal a single process's; rank 0 writes.
+"""
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from mri_recon import distributed
+from mri_recon.data.dataset import SliceDataset
+from mri_recon.data.loaders import fixed_mask_datasets, volume_loader
+from mri_recon.evaluation.methods import METHODS, Reconstructor, check_methods, load_model
+from mri_recon.evaluation.reports import save_figure, write_report, write_volume
+from mri_recon.metrics import METRICS, summarize, volume_metrics
+from mri_recon.reconstruct import unnormalize
+from mri_recon.runtime import Runtime
+from mri_recon.training.checkpointing import merge_saved_config
+
+log = logging.getLogger(__name__)
+
+
+class VolumeResult(NamedTuple):
+    """One volume at one acceleration: {method: {metric: value}}, {method: seconds (read +
+    reconstruct)}, and for the figure {"label", "target", method: ...} middle slices, or None."""
+
+    file: str
+    slices: int
+    metrics: dict[str, dict[str, float]]
+    seconds: dict[str, float]
+    panel: dict[str, Any] | None
+
+
+def data_config(cfg: DictConfig, train_cfg: DictConfig | None) -> DictConfig:
+    """The checkpoint's data config, with this command line's ``data`` overrides on top."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if train_cfg is None or any(item.startswith("data=") for item in overrides):
+        return cfg.data
+    data_overrides = [item for item in overrides if item.startswith("data.")]
+    merged = merge_saved_config(
+        OmegaConf.create({"data": cfg.data}), {"data": train_cfg.data}, data_overrides
+    )
+    return merged.data
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Evaluate every method at every acceleration; return the ``results`` of metrics.json.
+
+    Test/challenge folders (no targets) are reconstructed with their stored masks and only the
+    files are written.
+    """
+    methods = list(cfg.method)
+    check_methods(methods)
+    runtime = Runtime.create(cfg.device, cfg.precision)
+    distributed.setup(runtime.device.type)
+    try:
+        model, train_cfg = (None, None)
+        if "unet" in methods:
+            model, train_cfg = load_model(cfg.checkpoint, runtime.device)
+        cfg = OmegaConf.merge(cfg, {"data": data_config(cfg, train_cfg)})
+        reconstructor = Reconstructor(cfg, methods, model, runtime)
+        datasets = fixed_mask_datasets(cfg.data, cfg.mask, cfg.split, "tv" in methods)
+        first_acceleration, first_dataset = next(datasets)
+        if not first_dataset.has_targets:
+            write_test_reconstructions(cfg, run_dir, first_dataset, reconstructor)
+            if distributed.is_main():
+                write_report(run_dir, {}, [], cfg)
+            return {}
+        results, rows, panels = {}, [], []
+        for acceleration, dataset in [(first_acceleration, first_dataset), *datasets]:
+            records = evaluate_volumes(cfg, run_dir, dataset, reconstructor, acceleration)
+            results[str(acceleration)] = summarize_methods(
+                records, methods, len(dataset), acceleration
+            )
+            rows += [
+                {
+                    "file": r.file,
+                    "acceleration": str(acceleration),
+                    "method": method,
+                    "slices": r.slices,
+                    **r.metrics[method],
+                }
+                for r in records
+                for method in sorted(r.metrics, key=METHODS.index)
+            ]
+            panels += [r.panel for r in records if r.panel is not None]
+        if distributed.is_main():
+            write_report(run_dir, results, rows, cfg)
+            if panels:
+                save_figure(run_dir, panels, methods)
+            log.info("report: %s", run_dir / "report.md")
+        return results
+    finally:
+        distributed.cleanup()
+
+
+def evaluate_volumes(
+    cfg: DictConfig,
+    run_dir: Path,
+    dataset: SliceDataset,
+    reconstructor: Reconstructor,
+    acceleration: int,
+) -> list[VolumeResult]:
+    """Every volume's record at one acceleration (all ranks' records, sorted by file name).
+
+    Reconstructions are written as they are made (``save_reconstructions``); the figure shows
+    the middle slice of the split's first ``figure_volumes`` volumes.
+    """
+    names = sorted({path.name for path, _ in dataset.slices})
+    figure_files = set(names[: cfg.figure_volumes])
+    records = []
+    loader = volume_loader(dataset, cfg.data.num_workers)
+    bar = tqdm(loader, desc=f"{acceleration}x", unit="volume", disable=not distributed.is_main())
+    fetch_start = time.perf_counter()
+    for batch in bar:
+        fetch = time.perf_counter() - fetch_start  # every method is charged the read
+        name = batch.fname[0]
+        target = unnormalize(batch.target, batch)
+        volumes, seconds = reconstructor(batch, acceleration)
+        if cfg.save_reconstructions:
+            for method, volume in volumes.items():
+                write_volume(
+                    run_dir / "reconstructions" / method / str(acceleration) / name, volume
+                )
+        panel = None
+        if name in figure_files:
+            middle = target.shape[0] // 2
+            panel = {"label": f"{name} slice {middle}, {acceleration}x", "target": target[middle]}
+            panel |= {method: volume[middle] for method, volume in volumes.items()}
+        records.append(
+            VolumeResult(
+                file=name,
+                slices=target.shape[0],
+                metrics={m: volume_metrics(target, v) for m, v in volumes.items()},
+                seconds={m: fetch + s for m, s in seconds.items()},
+                panel=panel,
+            )
+        )
+        fetch_start = time.perf_counter()
+    gathered = [record for part in distributed.gather(records) for record in part]
+    return sorted(gathered, key=lambda record: record.file)
+
+
+def summarize_methods(
+    records: list[VolumeResult], methods: list[str], num_slices: int, acceleration: int
+) -> dict[str, dict[str, Any]]:
+    """{method: {metric: {"mean", "std"} over volumes, "seconds_per_slice"}}, logged."""
+    summary = {}
+    for method in methods:
+        values = {
+            **summarize([{m: r.metrics[method][m] for m in METRICS} for r in records]),
+            "seconds_per_slice": sum(r.seconds[method] for r in records) / num_slices,
+        }
+        summary[method] = values
+        log.info(
+            "%sx %-11s NMSE %.4f  PSNR %.2f  SSIM %.4f  %.4f s/slice",
+            acceleration,
+            method,
+            values["NMSE"]["mean"],
+            values["PSNR"]["mean"],
+            values["SSIM"]["mean"],
+            values["seconds_per_slice"],
+        )
+    return summary
+
+
+def write_test_reconstructions(
+    cfg: DictConfig, run_dir: Path, dataset: SliceDataset, reconstructor: Reconstructor
+) -> None:
+    """Test/challenge files: reconstruct with each file's stored mask and acceleration."""
+    loader = volume_loader(dataset, cfg.data.num_workers)
+    for batch in tqdm(loader, desc="test volumes", unit="volume"):
+        name = batch.fname[0]
+        acceleration = int(dataset.metadata[name].get("acceleration", 0))
+        volumes, _ = reconstructor(batch, acceleration)
+        for method, volume in volumes.items():
+            write_volume(run_dir / "reconstructions" / method / str(acceleration) / name, volume)
+    log.info(
+        "%s holds no targets: wrote reconstructions to %s", cfg.split, run_dir / "reconstructions"
+    )

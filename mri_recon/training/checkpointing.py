@@ -1,0 +1,126 @@
+"""Checkpoints: written atomically, holding everything needed to continue a run exactly; resume.
+
+A checkpoint is ``TrainState.state_dict()``: model, optimizer, scheduler, progress counters, RNG
+states and the resolved config of the run.
+"""
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mri_recon import distributed
+from mri_recon.errors import UserError
+from mri_recon.files import atomic_path
+
+# Command-line overrides that still apply when a run is resumed from its saved config.
+RESUMABLE_OVERRIDES = ("trainer.", "data.root", "data.num_workers", "data.cache_dir")
+
+
+def rng_states() -> dict[str, Any]:
+    """Every random state the training loop draws from."""
+    states = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Undo ``rng_states``."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file, flushed, then renamed.
+
+    A crash mid-write leaves the previous checkpoint at ``path`` intact.
+    """
+    try:
+        with atomic_path(path) as temporary, open(temporary, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as error:
+        raise UserError(f"could not write checkpoint {path}: {error.strerror or error}") from error
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint`` (on the CPU), with a one-line error."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint {path} does not exist (expected a .pt file from mri-recon-train)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise UserError(
+            f"checkpoint {path} is unreadable or corrupt ({type(error).__name__})"
+        ) from error
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise UserError(f"checkpoint {path} is not an mri-recon checkpoint (no model/config)")
+    return state
+
+
+def merge_saved_config(
+    defaults: DictConfig, saved: dict[str, Any] | DictConfig, overrides: list[str]
+) -> DictConfig:
+    """A saved config over today's defaults, with command-line ``overrides`` on top.
+
+    Defaults first, so checkpoints from older versions get the keys added since.
+    """
+    plain = OmegaConf.create(OmegaConf.to_container(defaults))
+    return OmegaConf.merge(plain, saved, OmegaConf.from_dotlist(overrides))
+
+
+def resolve_resume(
+    cfg: DictConfig, run_dir: Path, overrides: list[str]
+) -> tuple[DictConfig, dict[str, Any] | None]:
+    """The config to train with and the checkpoint to continue from (None for a new run).
+
+    ``trainer.resume=true`` continues ``<run dir>/checkpoints/last.pt``; a path continues that
+    checkpoint (or that run directory's last.pt). The saved run's config is used, with only the
+    ``trainer.*`` and data location ones of the command line's ``overrides`` applied on top.
+    """
+    resume = cfg.trainer.resume
+    if resume is False or resume is None:
+        return cfg, None
+    path = run_dir / "checkpoints" / "last.pt" if resume is True else Path(str(resume))
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise UserError(
+            f"trainer.resume: no checkpoint at {path} (to continue a run, pass "
+            "hydra.run.dir=<that run's directory> trainer.resume=true)"
+        )
+    state = load_checkpoint(path)
+    kept = [item for item in overrides if item.startswith(RESUMABLE_OVERRIDES)]
+    merged = merge_saved_config(cfg, state["config"], kept)
+    # Settings of this invocation, not of the run: where to stop and what to resume.
+    merged.trainer.resume = resume
+    merged.trainer.stop_after_epoch = cfg.trainer.stop_after_epoch
+    return merged, state
+
+
+class Checkpoints:
+    """The run's checkpoints/ folder; only rank 0 writes to it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def save(self, state: dict[str, Any], name: str) -> None:
+        """Write ``state`` as ``<folder>/<name>`` (on rank 0; other ranks do nothing)."""
+        if distributed.is_main():
+            save_checkpoint(state, self.folder / name)

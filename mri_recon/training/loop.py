@@ -1,0 +1,178 @@
+"""The training loop: epochs of optimizer steps, validation after each, checkpoints.
+
+    result = fit(cfg, run_dir)   # cfg: the composed `train` config; run_dir: where it writes
+
+Read top to bottom: ``fit`` sets up the process, ``Training`` builds the run and ``run`` goes
+through the epochs; ``train_epoch`` is the inner loop around ``training.step.train_step``.
+"""
+
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from mri_recon import distributed
+from mri_recon.data.loaders import TrainingData
+from mri_recon.errors import UserError
+from mri_recon.runtime import Runtime, seed_everything
+from mri_recon.training.checkpointing import Checkpoints, resolve_resume
+from mri_recon.training.reporting import Reporter
+from mri_recon.training.settings import check_config
+from mri_recon.training.state import TrainState
+from mri_recon.training.step import train_step
+from mri_recon.training.stopping import StopRequest
+from mri_recon.training.validation import panel_slices, validate
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError):
+    """Raised after too many consecutive NaN/Inf steps: a result of the settings, not a crash."""
+
+
+class TrainingResult(NamedTuple):
+    """The last validation metrics ({} if no epoch finished) and the signal that stopped the
+    run early (None if it ran to the end or to ``trainer.stop_after_epoch``)."""
+
+    metrics: dict[str, Any]
+    stopped_by: signal.Signals | None
+
+
+def fit(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> TrainingResult:
+    """Train as ``cfg`` says, writing into ``run_dir``.
+
+    ``overrides`` are the command line's (``key=value``): when resuming, the saved config is
+    used and only the ``trainer.*`` and data location ones apply on top of it.
+    """
+    # The config: the saved run's when resuming; a value that cannot work stops us here.
+    cfg, checkpoint = resolve_resume(cfg, run_dir, overrides or [])
+    check_config(cfg)
+    # Seeds, then device and precision; under torchrun, the process group.
+    seed_everything(cfg.seed)
+    runtime = Runtime.create(cfg.trainer.device, cfg.trainer.precision)
+    distributed.setup(runtime.device.type)
+    try:
+        return Training(cfg, run_dir, runtime, checkpoint).run()
+    finally:
+        distributed.cleanup()
+
+
+class Training:
+    """One run: its data, state, reporter, checkpoints and stop requests."""
+
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, runtime: Runtime, checkpoint: dict | None
+    ) -> None:
+        self.cfg, self.trainer, self.runtime = cfg, cfg.trainer, runtime
+        # Data: shuffled, randomly masked training slices; validation slices with fixed masks.
+        self.data = TrainingData(cfg, pin_memory=runtime.device.type == "cuda")
+        # Model, optimizer, schedule; a checkpoint restores them, the counters and RNG states.
+        self.state = TrainState.create(cfg, runtime, steps_per_epoch=len(self.data.train_loader))
+        if checkpoint is not None:
+            self.state.load_state_dict(checkpoint)
+        self.state.module = runtime.training_module(self.state.model, self.trainer.compile)
+        # Where results go: log, TensorBoard, metrics.json (rank 0), checkpoints/.
+        self.reporter = Reporter(run_dir, cfg, self.state)
+        self.checkpoints = Checkpoints(run_dir / "checkpoints")
+        self.panel_keys = panel_slices(self.data.val_set, self.trainer.num_val_images)
+        self.stop = StopRequest(self.trainer.stop_check_every_n_steps, runtime.device)
+
+    def run(self) -> TrainingResult:
+        """Epochs until ``max_epochs`` (or ``stop_after_epoch``, or a stop request)."""
+        state, metrics = self.state, {}
+        self.reporter.start(state, self.runtime)
+        last = self.trainer.max_epochs
+        if self.trainer.stop_after_epoch is not None:
+            last = min(last, self.trainer.stop_after_epoch)
+        epochs = tqdm(
+            range(state.epoch, last),
+            desc="training",
+            unit="epoch",
+            initial=state.epoch,
+            total=self.trainer.max_epochs,
+        )
+        try:
+            with self.stop:
+                for epoch in epochs:
+                    start = time.perf_counter()
+                    self.data.start_epoch(epoch)
+                    train_loss = self.train_epoch(epoch)
+                    if train_loss is None:  # stopped mid-epoch, checkpoint written
+                        break
+                    metrics = self.end_epoch(epoch, train_loss, start)
+                    if self.stop.agreed():  # a stop request that came during validation
+                        break
+            if self.stop.stopped:
+                self.reporter.interrupted(state)
+                return TrainingResult(metrics, self.stop.stopped)
+            self.reporter.finish(state, metrics)
+            return TrainingResult(metrics, None)
+        finally:
+            self.reporter.close()
+
+    def train_epoch(self, epoch: int) -> float | None:
+        """One pass over the training slices; the mean L1 loss of its steps (nan if none).
+
+        After a stop request the step finishes, last.pt is written and None returned.
+        """
+        state, losses = self.state, []
+        clip = self.trainer.gradient_clip_val
+        every = self.trainer.checkpoint_every_n_steps
+        self.reporter.restart_window()
+        bar = tqdm(self.data.train_loader, desc=f"epoch {epoch + 1}", leave=False, unit="batch")
+        for index, batch in enumerate(bar):
+            if index < state.batches_done:  # replaying a partly finished epoch after a resume
+                continue
+            result = train_step(state, batch.image, batch.target, self.runtime, clip)
+            state.batches_done = index + 1
+            if not result.applied:
+                self.skip_bad_step(result.loss)
+                continue
+            state.bad_steps, state.global_step = 0, state.global_step + 1
+            losses.append(result.loss)
+            bar.set_postfix(loss=f"{result.loss:.4f}")
+            self.reporter.step(state, result.loss, len(batch.fname))
+            stop = self.stop.agreed(state.global_step)
+            if stop or (every and state.global_step % every == 0):
+                self.checkpoints.save(state.state_dict(), "last.pt")
+            if stop:
+                return None
+        return float(np.mean(losses)) if losses else math.nan
+
+    def skip_bad_step(self, loss: float) -> None:
+        """Count a NaN/Inf step (its update was skipped); stop after too many in a row."""
+        state = self.state
+        state.bad_steps += 1
+        log.warning(
+            "skipped step %d: loss %s or its gradients are not finite (%d in a row)",
+            state.global_step + 1,
+            loss,
+            state.bad_steps,
+        )
+        if state.bad_steps >= self.trainer.max_bad_steps:
+            raise TrainingDiverged(
+                f"training diverged: {state.bad_steps} consecutive steps with NaN/Inf loss or "
+                f"gradients at step {state.global_step + 1}; the last checkpoint is untouched. "
+                "Lower optimizer.lr or set trainer.gradient_clip_val"
+            )
+
+    def end_epoch(self, epoch: int, train_loss: float, start: float) -> dict[str, Any]:
+        """Validate, report, then write best.pt (if SSIM improved) and last.pt."""
+        state = self.state
+        result = validate(state.model, self.data.val_loader, self.runtime, self.panel_keys)
+        seconds = time.perf_counter() - start  # training + validation
+        self.reporter.epoch(state, result.metrics, result.panels, seconds)
+        state.epoch, state.batches_done = epoch + 1, 0
+        ssim = result.metrics["SSIM"]["mean"]
+        if ssim > state.best_ssim:
+            state.best_ssim, state.best_epoch = ssim, epoch + 1
+            self.checkpoints.save(state.state_dict(), "best.pt")
+        self.checkpoints.save(state.state_dict(), "last.pt")
+        self.reporter.epoch_line(state, train_loss, result.metrics, seconds)
+        return result.metrics

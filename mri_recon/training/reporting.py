@@ -1,0 +1,156 @@
+"""What a training run reports: log lines, TensorBoard scalars and panels, metrics.json.
+
+Only rank 0 writes; other ranks get a ``Reporter`` whose writer does nothing.
+"""
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+from torch.utils.tensorboard import SummaryWriter
+
+from mri_recon import distributed
+from mri_recon.files import atomic_path
+from mri_recon.metrics import METRICS
+from mri_recon.models.unet import count_parameters
+from mri_recon.runtime import Runtime
+from mri_recon.training.state import TrainState
+from mri_recon.training.validation import Panel
+
+log = logging.getLogger(__name__)
+
+
+class NullWriter:
+    """Stands in for SummaryWriter on ranks other than 0, which write nothing."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+class Reporter:
+    """The run directory's TensorBoard events, log lines and metrics.json."""
+
+    def __init__(self, run_dir: Path, cfg: DictConfig, state: TrainState) -> None:
+        self.run_dir = run_dir
+        self.cfg = cfg
+        # On resume, drop the events logged after the checkpoint (they are logged again).
+        purge_step = state.global_step + 1 if state.resumed else None
+        self.writer: SummaryWriter | NullWriter = (
+            SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+            if distributed.is_main()
+            else NullWriter()
+        )
+        self.window_start, self.window_slices = time.perf_counter(), 0
+
+    def start(self, state: TrainState, runtime: Runtime) -> None:
+        """Log where the run writes and what it trains."""
+        log.info("run directory: %s", self.run_dir)
+        log.info(
+            "U-Net (%s norm): %s parameters; device %s",
+            self.cfg.model.norm,
+            f"{count_parameters(state.model):,}",
+            runtime.describe(),
+        )
+        log.info("TensorBoard: tensorboard --logdir %s", self.run_dir.parent)
+
+    def step(self, state: TrainState, loss: float, batch_size: int) -> None:
+        """train/loss, train/lr and train/slices_per_sec every ``log_every_n_steps`` steps."""
+        self.window_slices += batch_size
+        step = state.global_step
+        if step % self.cfg.trainer.log_every_n_steps:
+            return
+        elapsed = time.perf_counter() - self.window_start
+        self.writer.add_scalar("train/loss", loss, step)
+        self.writer.add_scalar("train/lr", state.optimizer.param_groups[0]["lr"], step)
+        self.writer.add_scalar("train/slices_per_sec", self.window_slices / elapsed, step)
+        self.window_start, self.window_slices = time.perf_counter(), 0
+
+    def restart_window(self) -> None:
+        """Start timing slices/s afresh (at each epoch's start)."""
+        self.window_start, self.window_slices = time.perf_counter(), 0
+
+    def epoch(
+        self, state: TrainState, metrics: dict[str, Any], panels: list[Panel], seconds: float
+    ) -> None:
+        """Validation scalars, panels and the epoch's seconds (training + validation) at the
+        global step, so they line up with train/*; flushed before the epoch's checkpoint."""
+        step = state.global_step
+        for name in ("loss", *METRICS):
+            value = metrics[name] if name == "loss" else metrics[name]["mean"]
+            self.writer.add_scalar(f"val/{name}", value, step)
+        for panel in panels:  # target | zero-filled | U-Net | |error|
+            images = [panel.target, panel.zero_filled, panel.output]
+            strip = np.concatenate([*images, np.abs(panel.target - panel.output)], axis=1)
+            self.writer.add_image(
+                f"val_images/{panel.fname}_slice{panel.slice_num}",
+                np.clip(strip / panel.scale, 0, 1),
+                step,
+                dataformats="HW",
+            )
+        self.writer.add_scalar("time/epoch_seconds", seconds, step)
+        self.writer.flush()
+
+    def epoch_line(
+        self, state: TrainState, train_loss: float, metrics: dict[str, Any], seconds: float
+    ) -> None:
+        """The epoch's log line (after ``state.epoch`` counts it)."""
+        log.info(
+            "epoch %d/%d  train loss %.4f  val loss %.4f  SSIM %.4f  PSNR %.2f  NMSE %.4f  %.0fs%s",
+            state.epoch,
+            self.cfg.trainer.max_epochs,
+            train_loss,
+            metrics["loss"],
+            metrics["SSIM"]["mean"],
+            metrics["PSNR"]["mean"],
+            metrics["NMSE"]["mean"],
+            seconds,
+            "  (best)" if state.best_epoch == state.epoch else "",
+        )
+
+    def interrupted(self, state: TrainState) -> None:
+        log.warning(
+            "stopped at epoch %d, step %d; checkpoint written. Resume with: "
+            "mri-recon-train hydra.run.dir=%s trainer.resume=true",
+            state.epoch + 1,
+            state.global_step,
+            self.run_dir,
+        )
+
+    def finish(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        """metrics.json and the hparams table once the last epoch is done; a resume hint if not."""
+        cfg = self.cfg
+        if state.epoch < cfg.trainer.max_epochs:
+            log.info(
+                "stopped after epoch %d; continue with: mri-recon-train hydra.run.dir=%s "
+                "trainer.resume=true",
+                state.epoch,
+                self.run_dir,
+            )
+        elif metrics and distributed.is_main():
+            hparams = {
+                "lr": cfg.optimizer.lr,
+                "optimizer": cfg.optimizer._target_.split(".")[-1],
+                "norm": cfg.model.norm,
+                "chans": cfg.model.chans,
+                "batch_size": cfg.data.batch_size,
+                "epochs": cfg.trainer.max_epochs,
+            }
+            result = {
+                "epoch": state.epoch,
+                "val": metrics,
+                "best": {"epoch": state.best_epoch, "SSIM": state.best_ssim},
+                "hparams": hparams,
+            }
+            with atomic_path(self.run_dir / "metrics.json") as temporary:
+                temporary.write_text(json.dumps(result, indent=2))
+            scores = {f"hparam/{m}": metrics[m]["mean"] for m in METRICS}
+            self.writer.add_hparams(hparams, scores, run_name=".")
+            log.info("done: metrics in %s", self.run_dir / "metrics.json")
+
+    def close(self) -> None:
+        self.writer.close()

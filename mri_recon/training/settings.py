@@ -1,0 +1,49 @@
+"""Checks of a training config, run before any work starts."""
+
+from omegaconf import DictConfig
+
+from mri_recon.config import check_value
+from mri_recon.data.dataset import TARGET_KEYS
+from mri_recon.errors import UserError
+from mri_recon.models.unet import NORMS, group_count
+from mri_recon.runtime import PRECISIONS
+
+NUMBER_RULES = [  # key, integer?, valid, what is expected
+    ("optimizer.lr", False, lambda v: v > 0, "a positive number"),
+    ("trainer.max_epochs", True, lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.max_bad_steps", True, lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.stop_check_every_n_steps", True, lambda v: v >= 1, "an integer >= 1"),
+    ("data.batch_size", True, lambda v: v >= 1, "an integer >= 1"),
+    ("data.num_workers", True, lambda v: v >= 0, "an integer >= 0"),
+    ("model.chans", True, lambda v: v >= 1, "an integer >= 1"),
+    ("model.num_pool_layers", True, lambda v: v >= 0, "an integer >= 0"),
+    ("model.groups", True, lambda v: v >= 1, "an integer >= 1"),
+    ("model.drop_prob", False, lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise UserError naming the first value that cannot work."""
+    for key, integer, valid, expected in NUMBER_RULES:
+        check_value(cfg, key, integer, valid, expected)
+    if cfg.trainer.gradient_clip_val is not None:
+        check_value(
+            cfg, "trainer.gradient_clip_val", False, lambda v: v > 0, "a positive number or null"
+        )
+    if str(cfg.trainer.precision) not in PRECISIONS:
+        raise UserError(
+            f"trainer.precision: expected auto, 32 or bf16, got {cfg.trainer.precision!r}"
+        )
+    if cfg.model.norm not in NORMS:
+        raise UserError(f"model.norm: expected one of {list(NORMS)}, got {cfg.model.norm!r}")
+    if cfg.model.norm == "group":
+        try:
+            group_count(cfg.model.chans, cfg.model.groups)
+        except ValueError as error:
+            raise UserError(
+                f"{error}: choose model.groups dividing model.chans={cfg.model.chans}"
+            ) from error
+    if cfg.data.challenge not in TARGET_KEYS:
+        raise UserError(
+            f"data.challenge: expected singlecoil or multicoil, got {cfg.data.challenge!r}"
+        )

@@ -1,0 +1,94 @@
+"""Everything a training run changes as it goes; its ``state_dict()`` is the checkpoint."""
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from mri_recon.runtime import Runtime
+from mri_recon.training.checkpointing import restore_rng_states, rng_states
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """Model, optimizer, scheduler and the counters of one run.
+
+    ``epoch`` counts finished epochs, ``batches_done`` the batches of the current epoch already
+    consumed (a mid-epoch checkpoint replays the epoch's loader and skips those), ``global_step``
+    the optimizer steps taken, ``bad_steps`` the current run of NaN/Inf steps.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    config: dict[str, Any]
+    epoch: int = 0
+    batches_done: int = 0
+    global_step: int = 0
+    bad_steps: int = 0
+    best_ssim: float = -math.inf
+    best_epoch: int | None = None
+    # What the training step calls: the model, or its DDP/compiled wrapper (not saved).
+    module: nn.Module | None = field(default=None, repr=False)
+    resumed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.module is None:
+            self.module = self.model
+
+    @classmethod
+    def create(cls, cfg: DictConfig, runtime: Runtime, steps_per_epoch: int) -> "TrainState":
+        """A fresh model (on the runtime's device), optimizer and schedule from the config."""
+        model = runtime.place(hydra.utils.instantiate(cfg.model))
+        optimizer = hydra.utils.instantiate(cfg.optimizer)(params=model.parameters())
+        scheduler = hydra.utils.instantiate(cfg.scheduler)(
+            optimizer=optimizer,
+            total_steps=cfg.trainer.max_epochs * steps_per_epoch,
+            steps_per_epoch=steps_per_epoch,
+        )
+        config = OmegaConf.to_container(cfg, resolve=True)
+        return cls(model=model, optimizer=optimizer, scheduler=scheduler, config=config)
+
+    def progress(self) -> dict[str, Any]:
+        """The counters, as stored in a checkpoint's ``progress``."""
+        return {
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "global_step": self.global_step,
+            "bad_steps": self.bad_steps,
+            "best_ssim": self.best_ssim,
+            "best_epoch": self.best_epoch,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint: weights, optimizer and scheduler states, counters, RNG states, config."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "progress": self.progress(),
+            "rng": rng_states(),
+            "config": self.config,
+        }
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a checkpoint: weights, optimizer, schedule, counters and RNG states."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        progress = checkpoint["progress"]
+        self.epoch, self.batches_done = progress["epoch"], progress["batches_done"]
+        self.global_step = progress["global_step"]
+        self.bad_steps = progress.get("bad_steps", 0)
+        self.best_ssim = progress["best_ssim"]
+        self.best_epoch = progress.get("best_epoch")
+        restore_rng_states(checkpoint["rng"])
+        self.resumed = True
+        log.info("resuming at epoch %d, step %d", self.epoch + 1, self.global_step)

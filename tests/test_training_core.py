@@ -1,0 +1,117 @@
+"""The training core in-process: the shared step, stop requests, validation, resume."""
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from mri_recon.data.loaders import TrainingData
+from mri_recon.reconstruct import predict
+from mri_recon.runtime import Runtime
+from mri_recon.training import loop
+from mri_recon.training.state import TrainState
+from mri_recon.training.step import train_step
+from mri_recon.training.stopping import StopRequest
+from mri_recon.training.validation import panel_slices, validate
+
+from .conftest import compose_config, train_in_process
+
+
+def tiny_state(tiny_root: Path, tmp_path: Path, *overrides: str) -> tuple[TrainState, TrainingData]:
+    cfg = compose_config(
+        "train",
+        ["debug=tiny", f"data.root={tiny_root}", f"data.cache_dir={tmp_path}", *overrides],
+    )
+    data = TrainingData(cfg, pin_memory=False)
+    runtime = Runtime.create("cpu", "32")
+    return TrainState.create(cfg, runtime, len(data.train_loader)), data
+
+
+def test_debug_tiny_holds_the_tiny_sizes() -> None:
+    cfg = compose_config("train", ["debug=tiny"])
+    assert (cfg.model.chans, cfg.model.num_pool_layers) == (4, 2)
+    assert (cfg.data.batch_size, cfg.data.num_workers, cfg.trainer.max_epochs) == (2, 0, 2)
+
+
+def test_step_updates_and_a_non_finite_step_changes_nothing(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    state, data = tiny_state(tiny_root, tmp_path)
+    runtime = Runtime.create("cpu", "32")
+    batch = next(iter(data.train_loader))
+    before = {k: v.clone() for k, v in state.model.state_dict().items()}
+    result = train_step(state, batch.image, batch.target, runtime, clip=1.0)
+    assert result.applied and result.loss > 0
+    assert state.scheduler.last_epoch == 1
+    changed = state.model.state_dict()
+    assert any(not torch.equal(before[k], changed[k]) for k in before)
+
+    after_one = {k: v.clone() for k, v in changed.items()}
+    moments = {k: v.clone() for k, v in state.optimizer.state_dict()["state"][0].items()}
+    bad = train_step(state, batch.image * float("nan"), batch.target, runtime, clip=1.0)
+    assert not bad.applied
+    assert state.scheduler.last_epoch == 1
+    for k, v in state.model.state_dict().items():
+        assert torch.equal(v, after_one[k]), k
+    for k, v in state.optimizer.state_dict()["state"][0].items():
+        assert torch.equal(v, moments[k]), k
+
+
+def test_stop_request_catches_signals_and_restores_handlers() -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    with StopRequest(every_n_steps=10, device=torch.device("cpu")) as stop:
+        assert not stop.agreed(1) and stop.stopped is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.agreed(3) and stop.stopped == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):  # a second signal stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_validation_is_one_pass_and_its_panels_are_its_outputs(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    state, data = tiny_state(tiny_root, tmp_path)
+    runtime = Runtime.create("cpu", "32")
+    keys = panel_slices(data.val_set, 3)
+    calls = []
+    state.model.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
+    result = validate(state.model, data.val_loader, runtime, keys)
+    assert sum(calls) == len(data.val_set)  # every slice through the model exactly once
+    assert [(p.fname, p.slice_num) for p in result.panels] == keys
+    assert set(result.per_volume) == {path.name for path, _ in data.val_set.slices}
+    assert -1 <= result.metrics["SSIM"]["mean"] <= 1
+    index = next(i for i, item in enumerate(data.val_set.slices) if item[0].name == keys[1][0])
+    sample = data.val_set[index + keys[1][1]]
+    alone = predict(state.model, sample.image[None], runtime)[0, 0] * sample.std + sample.mean
+    assert torch.allclose(torch.from_numpy(result.panels[1].output), alone, atol=1e-4)
+
+
+def test_stop_mid_epoch_then_resume_equals_a_straight_run(
+    tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    common = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", "debug=tiny"]
+    straight = train_in_process(tmp_path / "straight", *common, "trainer.max_epochs=2")
+
+    def stop_at_step_7(state, *args, **kwargs):
+        if state.global_step == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train_step(state, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", stop_at_step_7)
+    stopped = train_in_process(tmp_path / "split", *common, "trainer.max_epochs=2")
+    assert stopped.stopped_by == signal.SIGTERM
+    state = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["progress"]["global_step"] == 7 and state["progress"]["batches_done"] == 2
+    monkeypatch.undo()
+
+    resume = ["trainer.resume=true", f"data.cache_dir={tmp_path / 'cache'}"]
+    resumed = train_in_process(tmp_path / "split", *resume)
+    assert resumed.stopped_by is None and resumed.metrics == straight.metrics
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    assert a["progress"] == b["progress"]
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
