@@ -1,15 +1,21 @@
-"""torchrun support: process group, ranks, one run directory, balanced volume shards, gathering.
+"""Several processes: process group, ranks, one run directory, balanced volume shards, gathering.
 
     torchrun --nproc_per_node=N -m mri_recon.train ...     # NCCL on GPUs, gloo on CPU
+    mri-recon-train -m hydra/launcher=slurm hydra.launcher.gpus_per_node=N ...   # Submitit
 
-Without torchrun (WORLD_SIZE unset) every helper here is a no-op for a single process.
+Ranks come from torchrun's environment, or from Submitit's (Slurm or its local executor), which
+``adopt_submitit_environment`` turns into torchrun's variables. Without either (WORLD_SIZE unset)
+every helper here is a no-op for a single process.
 """
 
+import logging
 import os
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 def world_size() -> int:
@@ -31,9 +37,28 @@ def is_main() -> bool:
 
 
 def setup(device_type: str) -> None:
-    """Join the process group started by torchrun: NCCL for CUDA, gloo otherwise."""
+    """Join the process group of torchrun's or Submitit's processes: NCCL for CUDA, gloo else."""
     if world_size() > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+        log.info("process group: rank %d of %d (%s)", rank(), world_size(), backend)
+
+
+def adopt_submitit_environment() -> None:
+    """In a Submitit job of several tasks (one per GPU), set torchrun's variables (RANK,
+    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from the job's, and keep the log file to
+    rank 0. Outside Submitit, or under torchrun, nothing changes."""
+    if "SUBMITIT_EXECUTOR" not in os.environ or "WORLD_SIZE" in os.environ:
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    environment = TorchDistributedEnvironment()
+    if environment.world_size > 1:
+        environment.export(set_cuda_visible_devices=False)
+    if not is_main():  # Hydra set up every task's logging: only rank 0 writes the file
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
 
 
 def cleanup() -> None:

@@ -29,6 +29,7 @@ from mri_recon.evaluation.run import evaluate
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of `mri-recon-eval`."""
+    distributed.adopt_submitit_environment()
     evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 

@@ -32,11 +32,37 @@ def select_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether to autocast to bf16: ``auto`` means on CUDA only."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AMX tiles or AVX512-BF16), as torch
+    itself detects it; without either, bf16 is emulated and slower than fp32."""
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def choose_bf16(precision: str, device: torch.device) -> tuple[bool, str]:
+    """Whether to autocast to bf16, and why. ``auto``: on CUDA GPUs that support bf16 and on
+    CPUs with native bf16 matrix units; fp32 elsewhere. ``32`` and ``bf16`` force it."""
     if precision not in PRECISIONS:
         raise UserError(f"trainer.precision: expected auto, 32 or bf16, got {precision!r}")
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if precision != "auto":
+        return precision == "bf16", f"precision={precision}"
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+        return native, f"precision=auto, {'a' if native else 'no'} bf16-capable GPU"
+    if device.type == "cpu":
+        native = cpu_has_native_bf16()
+        why = "has" if native else "has no"
+        return native, f"precision=auto, this CPU {why} native bf16 (AMX or AVX512-BF16)"
+    return False, f"precision=auto, fp32 on {device.type}"
+
+
+def choose_channels_last(setting: bool | str, device: torch.device) -> bool:
+    """channels_last activations: ``auto`` means on CUDA (cuDNN's fast layout) and not on CPUs,
+    where it measured slower with GroupNorm, most of all under bf16 (docs/benchmarks.md)."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if not isinstance(setting, bool):
+        raise UserError(f"trainer.channels_last: expected auto, true or false, got {setting!r}")
+    return setting
 
 
 @dataclass(frozen=True)
@@ -46,10 +72,12 @@ class Runtime:
     device: torch.device
     bf16: bool
     channels_last: bool
+    reason: str = ""  # why bf16 is on or off, for the log
 
     @classmethod
-    def create(cls, device: str, precision: str) -> "Runtime":
-        """From the config's ``device`` and ``precision`` (each rank its own GPU under torchrun).
+    def create(cls, device: str, precision: str, channels_last: bool | str = "auto") -> "Runtime":
+        """From the config's ``device``, ``precision`` and ``channels_last`` (each rank its own
+        GPU under torchrun).
 
         On CUDA it also makes that GPU current and lets cuDNN pick its fastest kernels.
         """
@@ -57,11 +85,14 @@ class Runtime:
         if chosen.type == "cuda":
             torch.cuda.set_device(chosen)
             torch.backends.cudnn.benchmark = True
-        return cls(chosen, uses_bf16(str(precision), chosen), chosen.type == "cuda")
+        bf16, reason = choose_bf16(str(precision), chosen)
+        return cls(chosen, bf16, choose_channels_last(channels_last, chosen), reason)
 
     def describe(self) -> str:
-        """For the log, e.g. ``cuda:0 with bf16 autocast``."""
-        return f"{self.device}{' with bf16 autocast' if self.bf16 else ''}"
+        """For the log, e.g. ``cpu, bf16 autocast (precision=auto, this CPU has ...)``."""
+        layout = ", channels_last" if self.channels_last else ""
+        precision = "bf16 autocast" if self.bf16 else "fp32"
+        return f"{self.device}, {precision}{layout} ({self.reason})"
 
     def autocast(self) -> AbstractContextManager:
         """bf16 autocast on this device when enabled, else a no-op context."""

@@ -4,6 +4,7 @@
     mri-recon-train optimizer.lr=3e-4 model.chans=64 mask=random_8x data.root=/data/knee
     mri-recon-train -m optimizer.lr=1e-3,3e-4         # a Hydra sweep
     mri-recon-train hydra.run.dir=runs/train/X trainer.resume=true   # continue run X
+    mri-recon-train -m hydra/launcher=slurm trainer.resume=auto ...  # Slurm jobs (README)
     mri-recon-train debug=tiny                        # seconds-long run with tiny sizes
 
 The run directory holds .hydra/ (resolved config), TensorBoard events, checkpoints/last.pt and
@@ -13,6 +14,7 @@ itself is mri_recon/training/loop.py.
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -35,8 +37,10 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point of `mri-recon-train`; returns the final validation SSIM (for sweeps).
 
-    A SIGTERM/SIGINT ends the process with status 128 + the signal's number after its checkpoint.
+    A stop signal (SIGTERM, SIGINT, SIGUSR1/2) ends the process with status 128 + its number
+    after the checkpoint; under Submitit its own handler then requeues the job.
     """
+    distributed.adopt_submitit_environment()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
@@ -50,6 +54,9 @@ def main(cfg: DictConfig) -> float | None:
             temporary.write_text(json.dumps({"diverged": str(error)}, indent=2))
         return None
     if result.stopped_by is not None:
+        handler = signal.getsignal(result.stopped_by)  # what handled it before training
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(result.stopped_by, None)  # Submitit: requeue; the job resumes from last.pt
         sys.exit(128 + result.stopped_by)
     return result.metrics["SSIM"]["mean"] if result.metrics else None
 

@@ -97,7 +97,7 @@ def run(root: Path, steps: int, repeats: int) -> tuple[str, float]:
     """The training section of docs/benchmarks.md, and our training slices/s."""
     cfg = train_config(root, ["trainer.precision=32"])
     runtime = Runtime.create("cpu", "32")
-    data = TrainingData(cfg, pin_memory=False)
+    data = TrainingData(cfg, torch.device("cpu"))
     ours = TrainState.create(cfg, runtime, steps_per_epoch=len(data.train_loader))
     theirs, theirs_loader = fastmri_recipe(cfg, runtime)
     ours_runs, theirs_runs = [], []
@@ -128,6 +128,73 @@ def run(root: Path, steps: int, repeats: int) -> tuple[str, float]:
     return table, ours_rate
 
 
+STEP_VARIANTS = [  # (label, precision, channels_last, compile)
+    ("fp32", "32", False, False),
+    ("fp32, channels_last", "32", True, False),
+    ("bf16 autocast", "bf16", False, False),
+    ("bf16 autocast, channels_last", "bf16", True, False),
+    ("bf16 autocast, torch.compile", "bf16", False, True),
+]
+
+
+def step_milliseconds(
+    state: TrainState, runtime: Runtime, batch: tuple[torch.Tensor, torch.Tensor], clip
+) -> float:
+    """Milliseconds of one ``train_step`` on a batch already in memory (no data loading)."""
+    start = time.perf_counter()
+    train_step(state, *batch, runtime, clip)
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - start)
+
+
+def step_variants(cfg: DictConfig, device: str, rounds: int = 5) -> list[tuple[str, float]]:
+    """(variant, median ms per ``train_step``) of our default model and of fastmri's Unet, each
+    precision / memory format / compile variant, median of ``rounds`` interleaved rounds."""
+    generator = torch.Generator().manual_seed(0)
+    size = (cfg.data.batch_size, 1, 128, 128)
+    batch = (torch.randn(size, generator=generator), torch.randn(size, generator=generator))
+    runs: dict[str, tuple[TrainState, Runtime, float | None]] = {}
+    for label, precision, channels_last, compiled in STEP_VARIANTS:
+        runtime = Runtime.create(device, precision, channels_last)
+        torch.manual_seed(0)
+        state = TrainState.create(cfg, runtime, steps_per_epoch=1000)
+        state.module = runtime.training_module(state.model, compiled)
+        runs[f"ours, {label}"] = (state, runtime, cfg.trainer.gradient_clip_val)
+    for label, precision in (("fp32", "32"), ("bf16 autocast", "bf16")):
+        runtime = Runtime.create(device, precision, False)
+        model = runtime.place(FastmriUnet(1, 1, cfg.model.chans, cfg.model.num_pool_layers))
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+        state = TrainState(model, optimizer, constant(optimizer, 0, 0), config={})
+        runs[f"fastmri Unet, {label}"] = (state, runtime, None)
+    for state, runtime, clip in runs.values():  # warm-up (and compilation)
+        for _ in range(3):
+            step_milliseconds(state, runtime, batch, clip)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (state, runtime, clip) in runs.items():
+            times[name].append(step_milliseconds(state, runtime, batch, clip))
+    return [(name, statistics.median(values)) for name, values in times.items()]
+
+
+def precision_section(root: Path, device: str = "cpu") -> str:
+    """The bf16 / channels_last / compile table of docs/benchmarks.md."""
+    cfg = train_config(root)
+    rows = step_variants(cfg, device)
+    reference = rows[0][1]
+    lines = [
+        f"U-Net chans {cfg.model.chans}, {cfg.model.num_pool_layers} pooling layers, batch "
+        f"{cfg.data.batch_size}, 128x128, one `train_step` (forward, L1, backward, clip, optimizer, "
+        f"scheduler) on a batch in memory, median of 5 interleaved rounds after 3 warm-up steps, "
+        f"on {device}.",
+        "",
+        "| variant | ms/step | vs ours fp32 |",
+        "|---|---|---|",
+        *[f"| {name} | {ms:.0f} | {reference / ms:.2f}x |" for name, ms in rows],
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("data/demo"))
@@ -135,6 +202,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(run(args.root.resolve(), args.steps, args.repeats)[0])
+    print(precision_section(args.root.resolve()))
 
 
 if __name__ == "__main__":

@@ -25,10 +25,11 @@ TINY_DATA = [
 ]
 
 
-def compose_config(name: str, overrides: list[str]) -> DictConfig:
-    """Compose one of the project's Hydra configs as its command-line tool would."""
+def compose_config(name: str, overrides: list[str], hydra: bool = False) -> DictConfig:
+    """Compose one of the project's Hydra configs as its command-line tool would (``hydra``:
+    with the ``hydra`` node, e.g. the launcher)."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+        return compose(config_name=name, overrides=overrides, return_hydra_config=hydra)
 
 
 def make_tiny_data(out: Path, seed: int = 0, extra: tuple[str, ...] = ()) -> list[Path]:

@@ -24,7 +24,7 @@ def tiny_state(tiny_root: Path, tmp_path: Path, *overrides: str) -> tuple[TrainS
         "train",
         ["debug=tiny", f"data.root={tiny_root}", f"data.cache_dir={tmp_path}", *overrides],
     )
-    data = TrainingData(cfg, pin_memory=False)
+    data = TrainingData(cfg, torch.device("cpu"))
     runtime = Runtime.create("cpu", "32")
     return TrainState.create(cfg, runtime, len(data.train_loader)), data
 
@@ -89,10 +89,16 @@ def test_validation_is_one_pass_and_its_panels_are_its_outputs(
     assert torch.allclose(torch.from_numpy(result.panels[1].output), alone, atol=1e-4)
 
 
+@pytest.mark.parametrize("transform_on", ["workers", "device"])
 def test_stop_mid_epoch_then_resume_equals_a_straight_run(
-    tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transform_on: str
 ) -> None:
-    common = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", "debug=tiny"]
+    common = [
+        f"data.root={tiny_root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "debug=tiny",
+        f"data.transform_on={transform_on}",
+    ]
     straight = train_in_process(tmp_path / "straight", *common, "trainer.max_epochs=2")
 
     def stop_at_step_7(state, *args, **kwargs):
@@ -115,3 +121,20 @@ def test_stop_mid_epoch_then_resume_equals_a_straight_run(
     assert a["progress"] == b["progress"]
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_device_side_transform_gives_the_workers_batches(tiny_root: Path, tmp_path: Path) -> None:
+    """data.transform_on=device: the loaders yield the batches the workers would have made."""
+    batches = {}
+    for where in ("workers", "device"):
+        _, data = tiny_state(
+            tiny_root, tmp_path, f"data.transform_on={where}", "data.challenge=multicoil"
+        )
+        data.start_epoch(0)
+        batches[where] = [next(iter(data.train_loader)), next(iter(data.val_loader))]
+    for workers, device in zip(batches["workers"], batches["device"], strict=True):
+        assert workers.fname == device.fname
+        for field in ("image", "target", "mean", "std"):
+            torch.testing.assert_close(
+                getattr(device, field), getattr(workers, field), rtol=1e-4, atol=1e-4
+            )

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mri_recon import distributed
 from mri_recon.data.dataset import SliceDataset, split_folder
-from mri_recon.data.transforms import ZeroFilledTransform
+from mri_recon.data.transforms import DeviceTransform, Sample, ZeroFilledTransform
 from mri_recon.errors import UserError
 from mri_recon.runtime import epoch_seed
 
@@ -50,11 +50,13 @@ def build_dataset(
     mask_func: MaskFunc | None,
     fixed_masks: bool,
     keep_kspace: bool = False,
+    on_device: bool = False,
 ) -> SliceDataset:
     """The slices of one split (``train``, ``val``, ``test``, ...) with the zero-filled transform.
 
     Test/challenge files (stored ``mask``, no target) are read with their own mask.
-    ``keep_kspace`` adds the masked k-space and mask to each sample (for the TV baseline).
+    ``keep_kspace`` adds the masked k-space and mask to each sample (for the TV baseline);
+    ``on_device`` leaves the images to ``DeviceTransform`` (the samples hold k-space and mask).
     """
     if data_cfg.root is None:
         raise UserError(
@@ -65,7 +67,7 @@ def build_dataset(
     dataset = SliceDataset(
         folder,
         data_cfg.challenge,
-        ZeroFilledTransform(data_cfg.challenge, mask_func, fixed_masks, keep_kspace),
+        ZeroFilledTransform(data_cfg.challenge, mask_func, fixed_masks, keep_kspace, on_device),
         require_target=split in (data_cfg.train_split, data_cfg.val_split),
         cache_dir=data_cfg.cache_dir,
         skip_bad_files=data_cfg.skip_bad_files,
@@ -141,21 +143,45 @@ def volume_loader(dataset: SliceDataset, num_workers: int) -> torch.utils.data.D
     )
 
 
+def transform_on_device(setting: str, device: torch.device) -> bool:
+    """Where the zero-filled transform runs: ``auto`` means on the device for CUDA (the workers
+    only read and mask) and in the DataLoader workers on CPU."""
+    if setting not in ("auto", "workers", "device"):
+        raise UserError(f"data.transform_on: expected auto, workers or device, got {setting!r}")
+    return setting == "device" or (setting == "auto" and device.type == "cuda")
+
+
+class DeviceBatches:
+    """A DataLoader whose batches get the zero-filled transform on the training device."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, transform: DeviceTransform) -> None:
+        self.loader = loader
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self.transform(batch) for batch in self.loader)
+
+
 class TrainingData:
     """The training and validation splits of a run and their loaders.
 
     Training batches are shuffled with a per-epoch seed (sharded per rank under torchrun) and
     masked with random masks; validation uses file-seeded masks and, under torchrun, each rank
-    validates its own whole volumes.
+    validates its own whole volumes. With ``data.transform_on`` = device (``auto`` on CUDA), the
+    workers only read and mask and the loaders make the images on ``device``.
     """
 
-    def __init__(self, cfg: DictConfig, pin_memory: bool) -> None:
+    def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.seed = cfg.seed
+        on_device = transform_on_device(cfg.data.transform_on, device)
         self.train_set = build_dataset(
-            cfg.data, cfg.data.train_split, build_mask_func(cfg.mask), fixed_masks=False
+            cfg.data, cfg.data.train_split, build_mask_func(cfg.mask), False, on_device=on_device
         )
         self.val_set = build_dataset(
-            cfg.data, cfg.data.val_split, build_mask_func(cfg.mask), fixed_masks=True
+            cfg.data, cfg.data.val_split, build_mask_func(cfg.mask), True, on_device=on_device
         )
         self.generator = torch.Generator()
         self.sampler = None
@@ -163,13 +189,9 @@ class TrainingData:
             self.sampler = torch.utils.data.DistributedSampler(
                 self.train_set, shuffle=True, seed=cfg.seed
             )
+        pin = device.type == "cuda"
         self.train_loader = build_loader(
-            self.train_set,
-            cfg.data,
-            shuffle=self.sampler is None,
-            generator=self.generator,
-            pin_memory=pin_memory,
-            sampler=self.sampler,
+            self.train_set, cfg.data, self.sampler is None, self.generator, pin, self.sampler
         )
         names = [path.name for path, _ in self.val_set.slices]
         self.val_loader = build_loader(
@@ -177,8 +199,12 @@ class TrainingData:
             cfg.data,
             shuffle=False,
             generator=torch.Generator().manual_seed(0),
-            pin_memory=pin_memory,
+            pin_memory=pin,
         )
+        if on_device:
+            transform = DeviceTransform(cfg.data.challenge, device)
+            self.train_loader = DeviceBatches(self.train_loader, transform)
+            self.val_loader = DeviceBatches(self.val_loader, transform)
 
     def start_epoch(self, epoch: int) -> None:
         """Seed the epoch's shuffle and training masks, so a resumed run replays them exactly."""

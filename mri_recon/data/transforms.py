@@ -1,24 +1,26 @@
-"""Masked k-space -> normalized zero-filled image, with fastmri's own transforms and masks.
+"""Masked k-space -> normalized zero-filled image, with fastmri's masks and conventions.
+
+The image equals fastmri's ``ifft2c`` -> ``complex_center_crop`` -> ``complex_abs`` (-> ``rss``)
+of the masked k-space to float32 round-off, computed cheaper: the readout (rows, fully sampled
+and 2x oversampled) is inverse-transformed for the sampled columns only and cropped to the target
+rows before the phase-encode (column) inverse FFT.
 
 Validation and test masks are seeded from the file name (as fastmri's ``use_seed=True``), so every
 evaluation sees the same mask for a volume. Training masks come from the mask function's own random
 stream, which ``seed_worker`` reseeds per DataLoader worker and per distributed rank.
+
+With ``on_device=True`` the workers only read and mask; ``DeviceTransform`` then makes the images
+of a whole batch on the training device.
 """
 
+import functools
 from typing import Any, NamedTuple
 
-import fastmri
 import numpy as np
+import scipy.fft
 import torch
 from fastmri.data.subsample import MaskFunc
-from fastmri.data.transforms import (
-    apply_mask,
-    center_crop,
-    complex_center_crop,
-    normalize,
-    normalize_instance,
-    to_tensor,
-)
+from fastmri.data.transforms import center_crop
 
 NORMALIZE_EPS = 1e-11
 
@@ -26,13 +28,15 @@ NORMALIZE_EPS = 1e-11
 class Sample(NamedTuple):
     """One slice ready for the U-Net and for evaluation.
 
-    image: (1, H, W) zero-filled magnitude, normalized by its own mean and std.
-    target: (1, H, W) ground truth normalized with the same mean and std; (0,) for test files.
+    image: (1, h, w) zero-filled magnitude, normalized by its own mean and std; (0,) when made
+        on the device (``on_device``), until ``DeviceTransform`` fills it in.
+    target: (1, h, w) ground truth normalized with the same mean and std (on the device: not
+        yet normalized); (0,) for test files.
     mean, std: scalars to undo the normalization (x * std + mean).
     fname, slice_num: where the slice came from.
     max_value: the volume's maximum (attrs["max"]), 0.0 when the file has none.
     masked_kspace: (H, W) or (coils, H, W) complex64 masked k-space, and mask: (W,) the sampled
-        columns, both only with ``keep_kspace=True`` (the TV baseline needs them), else (0,).
+        columns, both only with ``keep_kspace=True`` (the TV baseline) or ``on_device``, else (0,).
     """
 
     image: torch.Tensor
@@ -51,6 +55,92 @@ def file_seed(fname: str) -> tuple[int, ...]:
     return tuple(map(ord, fname))
 
 
+def centered_ifft(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Centered orthonormal inverse FFT of complex ``x`` along ``dim`` (fastmri's ``ifft2c`` is
+    this along the rows, then along the columns)."""
+    x = torch.fft.ifftshift(x, dim=dim)
+    return torch.fft.fftshift(torch.fft.ifft(x, dim=dim, norm="ortho"), dim=dim)
+
+
+def crop_size(width: int, target: np.ndarray | None, attrs: dict[str, Any]) -> tuple[int, int]:
+    """The (h, w) the image is cropped to: the target's, else the header's recon size; square
+    at the k-space width when that is narrower (fastMRI brain files, e.g. FLAIR 203)."""
+    crop = tuple(target.shape[-2:]) if target is not None else tuple(attrs["recon_size"][:2])
+    return (width, width) if width < crop[1] else crop
+
+
+def zero_filled_image(
+    kspace: np.ndarray, columns: np.ndarray, crop: tuple[int, int], multicoil: bool
+) -> torch.Tensor:
+    """The (h, w) zero-filled magnitude (RSS over coils) of one slice, on the CPU.
+
+    kspace: (H, W) or (coils, H, W) complex64, of which the nonzero ``columns`` (W,) count.
+    Equals |complex_center_crop(ifft2c(kspace * mask), crop)| (RSS over coils) to float32
+    round-off, for a fraction of the work: the readout (rows) is inverse-transformed for the
+    sampled columns only and cropped to h rows; the phase-encode transform is then one matrix
+    product from the sampled columns to the w kept ones.
+    """
+    height, width = kspace.shape[-2:]
+    coils = kspace.reshape(-1, height, width)
+    sampled = np.flatnonzero(columns)
+    lines = np.ascontiguousarray(np.take(coils, sampled, axis=-1).transpose(0, 2, 1))
+    # scipy's single-threaded FFT: torch's multi-threaded CPU FFT was seen to return results
+    # off by ~1e-3 now and then on this project's machines.
+    lines = scipy.fft.ifft(np.fft.ifftshift(lines, axes=-1), norm="ortho")  # (coils, n, H)
+    lines = np.take(lines, shifted_center(height, crop[0]), axis=-1)  # (coils, n, h)
+    lines = np.ascontiguousarray(lines.transpose(0, 2, 1)).reshape(-1, len(sampled))
+    images = lines @ column_transform(width, crop[1])[sampled]  # (coils * h, w)
+    pairs = images.view(np.float32).reshape(coils.shape[0], crop[0], 2 * crop[1])
+    power = np.einsum("chw,chw->hw", pairs, pairs)  # re^2 + im^2 summed over coils
+    return torch.from_numpy(np.sqrt(power[:, 0::2] + power[:, 1::2]))
+
+
+def shifted_center(size: int, keep: int) -> np.ndarray:
+    """Indices of an unshifted transform's output that are the ``keep`` central entries of its
+    fftshifted version (fftshift, then center crop, without the copies)."""
+    return (np.arange(keep) + (size - keep) // 2 - size // 2) % size
+
+
+@functools.lru_cache(maxsize=8)
+def column_transform(width: int, keep: int) -> np.ndarray:
+    """(width, keep) complex64: row c maps k-space column c to the ``keep`` central image
+    columns of the centered orthonormal inverse DFT (ifftshift, ifft, fftshift, crop)."""
+    inputs = (np.arange(width) - width // 2) % width  # where ifftshift puts column c
+    outputs = shifted_center(width, keep)
+    phase = 2 * np.pi * (np.outer(inputs, outputs) % width) / width
+    return (np.exp(1j * phase) / np.sqrt(width)).astype(np.complex64)
+
+
+def magnitude(images: torch.Tensor, multicoil: bool) -> torch.Tensor:
+    """|images| (..., h, w), or the root-sum-of-squares over coils (dim -3) for multi-coil."""
+    if multicoil:
+        return (images.real.square() + images.imag.square()).sum(dim=-3).sqrt()
+    return images.abs()
+
+
+def coil_images(kspace: torch.Tensor, columns: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
+    """Cropped complex images (B, ..., h, w) of a batch of k-space (B, ..., H, W) masked by
+    ``columns`` (B, W): ``complex_center_crop(ifft2c(kspace * mask), crop)``, with the rows
+    cropped between the readout and the phase-encode FFTs (for ``DeviceTransform``)."""
+    height, width = kspace.shape[-2:]
+    top, left = (height - crop[0]) // 2, (width - crop[1]) // 2
+    mask = columns.reshape(*columns.shape[:-1], *[1] * (kspace.dim() - columns.dim()), width)
+    grid = centered_ifft(kspace * mask, dim=-2)[..., top : top + crop[0], :]
+    return centered_ifft(grid, dim=-1)[..., left : left + crop[1]]
+
+
+def normalize_images(
+    image: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fastmri's ``normalize_instance``: (image, target) of shape (..., h, w) minus the image's
+    mean, over its std (unbiased) + eps; returns them with that mean and std (shape (...))."""
+    mean = image.mean(dim=(-2, -1))
+    std = image.std(dim=(-2, -1))
+    scale = (std + NORMALIZE_EPS)[..., None, None]
+    target = (target - mean[..., None, None]) / scale if target.numel() else target
+    return (image - mean[..., None, None]) / scale, target, mean, std
+
+
 class ZeroFilledTransform:
     """fastMRI-layout slice -> ``Sample`` (mask, IFFT, crop, magnitude or RSS, normalize)."""
 
@@ -60,6 +150,7 @@ class ZeroFilledTransform:
         mask_func: MaskFunc | None,
         fixed_masks: bool,
         keep_kspace: bool = False,
+        on_device: bool = False,
     ) -> None:
         """
         Args:
@@ -69,13 +160,15 @@ class ZeroFilledTransform:
             fixed_masks: seed each file's mask from its name (validation/test) instead of drawing
                 a fresh random mask per sample (training).
             keep_kspace: also return the masked k-space and the mask (for the TV baseline).
+            on_device: only read and mask; ``DeviceTransform`` makes the images later.
         """
         if challenge not in ("singlecoil", "multicoil"):
             raise ValueError(f"challenge must be 'singlecoil' or 'multicoil', got {challenge!r}")
         self.challenge = challenge
         self.mask_func = mask_func
         self.fixed_masks = fixed_masks
-        self.keep_kspace = keep_kspace
+        self.keep_kspace = keep_kspace or on_device
+        self.on_device = on_device
 
     def reseed(self, seed: int | list[int]) -> None:
         """Restart the random training-mask stream (called once per DataLoader worker)."""
@@ -83,6 +176,21 @@ class ZeroFilledTransform:
             self.mask_func.rng = np.random.RandomState(
                 np.random.SeedSequence(seed).generate_state(4)
             )
+
+    def columns(
+        self, width: int, mask: np.ndarray | None, attrs: dict[str, Any], fname: str
+    ) -> torch.Tensor:
+        """(W,) float32 sampled columns: the stored mask, else one drawn exactly as fastmri's
+        ``apply_mask`` draws it (padding columns zeroed), else all columns."""
+        if mask is not None:
+            return torch.from_numpy(np.asarray(mask, dtype=np.float32))
+        if self.mask_func is None:
+            return torch.ones(width)
+        seed = file_seed(fname) if self.fixed_masks else None
+        drawn, _ = self.mask_func((1, 1, width, 2), None, seed)
+        drawn[..., : attrs["padding_left"], :] = 0
+        drawn[..., attrs["padding_right"] :, :] = 0
+        return drawn.reshape(width).float()
 
     def __call__(
         self,
@@ -100,39 +208,49 @@ class ZeroFilledTransform:
             target: (h, w) ground truth, or None for test files.
             attrs: file attributes plus the header's padding_left/padding_right/recon_size.
         """
-        kspace_t = to_tensor(kspace)  # (..., H, W, 2)
-        if mask is not None:
-            columns = torch.from_numpy(np.asarray(mask, dtype=np.float32))
-        elif self.mask_func is not None:
-            seed = file_seed(fname) if self.fixed_masks else None
-            padding = (attrs["padding_left"], attrs["padding_right"])
-            kspace_t, mask_t, _ = apply_mask(kspace_t, self.mask_func, seed=seed, padding=padding)
-            columns = mask_t.reshape(-1)
-        else:
-            columns = torch.ones(kspace_t.shape[-2])
-
-        image = fastmri.ifft2c(kspace_t)
-        crop = tuple(target.shape[-2:]) if target is not None else tuple(attrs["recon_size"][:2])
-        if image.shape[-2] < crop[1]:  # fastMRI brain files narrower than the recon size
-            crop = (image.shape[-2], image.shape[-2])
-        image = fastmri.complex_abs(complex_center_crop(image, crop))
-        if self.challenge == "multicoil":
-            image = fastmri.rss(image, dim=0)
-
-        image, mean, std = normalize_instance(image, eps=NORMALIZE_EPS)
+        kspace = np.asarray(kspace, dtype=np.complex64)
+        columns = self.columns(kspace.shape[-1], mask, attrs, fname)
+        crop = crop_size(kspace.shape[-1], target, attrs)
+        target_t = torch.zeros(0)
         if target is not None:
-            target_t = normalize(center_crop(to_tensor(target), crop), mean, std, NORMALIZE_EPS)
-            target_t = target_t.unsqueeze(0)
-        else:
-            target_t = torch.zeros(0)
+            target_t = center_crop(torch.from_numpy(target), crop).unsqueeze(0)
+        empty = torch.zeros(0)
+        image, mean, std = empty, empty, empty
+        if not self.on_device:
+            multicoil = self.challenge == "multicoil"
+            image = zero_filled_image(kspace, columns.numpy(), crop, multicoil)
+            image, target_t, mean, std = normalize_images(image.unsqueeze(0), target_t)
+            mean, std = mean[0], std[0]
         return Sample(
-            image=image.unsqueeze(0),
+            image=image,
             target=target_t,
             mean=mean,
             std=std,
             fname=fname,
             slice_num=slice_num,
             max_value=float(attrs.get("max", 0.0)),
-            masked_kspace=torch.view_as_complex(kspace_t) if self.keep_kspace else torch.zeros(0),
-            mask=columns if self.keep_kspace else torch.zeros(0),
+            masked_kspace=torch.from_numpy(kspace * columns.numpy()) if self.keep_kspace else empty,
+            mask=columns if self.keep_kspace else empty,
         )
+
+
+class DeviceTransform:
+    """The zero-filled transform of a whole batch on the training device.
+
+    Workers built with ``on_device=True`` yield masked k-space (B, [coils,] H, W), masks (B, W)
+    and cropped targets (B, 1, h, w); this makes the same normalized images and targets the
+    workers would have made.
+    """
+
+    def __init__(self, challenge: str, device: torch.device) -> None:
+        self.multicoil = challenge == "multicoil"
+        self.device = device
+
+    def __call__(self, batch: Sample) -> Sample:
+        kspace = batch.masked_kspace.to(self.device, non_blocking=True)
+        mask = batch.mask.to(self.device, non_blocking=True)
+        target = batch.target.to(self.device, non_blocking=True)
+        crop = tuple(target.shape[-2:])
+        image = magnitude(coil_images(kspace, mask, crop), self.multicoil)
+        image, target, mean, std = normalize_images(image.unsqueeze(1), target)
+        return batch._replace(image=image, target=target, mean=mean[:, 0], std=std[:, 0])

@@ -90,14 +90,16 @@ def resolve_resume(
 ) -> tuple[DictConfig, dict[str, Any] | None]:
     """The config to train with and the checkpoint to continue from (None for a new run).
 
-    ``trainer.resume=true`` continues ``<run dir>/checkpoints/last.pt``; a path continues that
-    checkpoint (or that run directory's last.pt). The saved run's config is used, with only the
+    ``trainer.resume=true`` continues ``<run dir>/checkpoints/last.pt``; ``auto`` continues it if
+    it exists and starts afresh if not (a requeued Slurm job); a path continues that checkpoint
+    (or that run directory's last.pt). The saved run's config is used, with only the
     ``trainer.*`` and data location ones of the command line's ``overrides`` applied on top.
     """
     resume = cfg.trainer.resume
-    if resume is False or resume is None:
+    own = run_dir / "checkpoints" / "last.pt"
+    if resume is False or resume is None or (resume == "auto" and not own.is_file()):
         return cfg, None
-    path = run_dir / "checkpoints" / "last.pt" if resume is True else Path(str(resume))
+    path = own if resume in (True, "auto") else Path(str(resume))
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
     if not path.is_file():

@@ -55,7 +55,8 @@ def fit(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> T
     check_config(cfg)
     # Seeds, then device and precision; under torchrun, the process group.
     seed_everything(cfg.seed)
-    runtime = Runtime.create(cfg.trainer.device, cfg.trainer.precision)
+    trainer = cfg.trainer
+    runtime = Runtime.create(trainer.device, trainer.precision, trainer.channels_last)
     distributed.setup(runtime.device.type)
     try:
         return Training(cfg, run_dir, runtime, checkpoint).run()
@@ -70,8 +71,9 @@ class Training:
         self, cfg: DictConfig, run_dir: Path, runtime: Runtime, checkpoint: dict | None
     ) -> None:
         self.cfg, self.trainer, self.runtime = cfg, cfg.trainer, runtime
-        # Data: shuffled, randomly masked training slices; validation slices with fixed masks.
-        self.data = TrainingData(cfg, pin_memory=runtime.device.type == "cuda")
+        # Data: shuffled, randomly masked training slices; validation slices with fixed masks;
+        # zero-filled images made in the workers, or on the device (data.transform_on).
+        self.data = TrainingData(cfg, runtime.device)
         # Model, optimizer, schedule; a checkpoint restores them, the counters and RNG states.
         self.state = TrainState.create(cfg, runtime, steps_per_epoch=len(self.data.train_loader))
         if checkpoint is not None:

@@ -34,6 +34,14 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(
             f"trainer.precision: expected auto, 32 or bf16, got {cfg.trainer.precision!r}"
         )
+    if cfg.trainer.channels_last != "auto" and not isinstance(cfg.trainer.channels_last, bool):
+        raise UserError(
+            f"trainer.channels_last: expected auto, true or false, got {cfg.trainer.channels_last!r}"
+        )
+    if cfg.data.transform_on not in ("auto", "workers", "device"):
+        raise UserError(
+            f"data.transform_on: expected auto, workers or device, got {cfg.data.transform_on!r}"
+        )
     if cfg.model.norm not in NORMS:
         raise UserError(f"model.norm: expected one of {list(NORMS)}, got {cfg.model.norm!r}")
     if cfg.model.norm == "group":

@@ -1,4 +1,5 @@
-"""Stop requests: SIGTERM/SIGINT end training cleanly at the next step, with a checkpoint."""
+"""Stop requests: SIGTERM, SIGINT (Ctrl-C) and the USR signals Slurm and Submitit send before a
+preemption or a time limit end training cleanly at the next step, with a checkpoint."""
 
 import logging
 import signal
@@ -10,11 +11,11 @@ from mri_recon import distributed
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class StopRequest:
-    """Catches SIGTERM/SIGINT while training (a context manager) and says when to stop.
+    """Catches the stop signals while training (a context manager) and says when to stop.
 
     The first signal asks training to stop after the current step; a second Ctrl-C stops at
     once. Under torchrun the ranks agree (one all_reduce) every ``every_n_steps`` steps and at

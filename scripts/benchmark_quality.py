@@ -1,0 +1,195 @@
+"""Time to quality: ours (defaults) vs the fastMRI recipe, in fp32 and bf16, on the demo data.
+
+    .venv/bin/python scripts/benchmark_quality.py [--root data/demo] [--budget 240]
+
+Each of the four runs trains for the same wall-clock budget (data loading included, evaluation
+excluded) through ``mri_recon.training.step.train_step`` and is evaluated at 12 evenly spaced
+points of its training clock on the demo val split, at 4x and at 8x separately, with masks fixed
+per file (mean SSIM over volumes, fastMRI conventions):
+
+- ours: the default training config (GroupNorm U-Net, Adam 1e-3, warmup + cosine, clip 1.0, our
+  data path), its schedule stretched over the steps the budget allows;
+- fastMRI recipe: fastmri.models.Unet (InstanceNorm), UnetDataTransform (inputs clamped to +-6),
+  RMSprop lr 1e-3 with its 10x lr drop at 80% of training, scaled to the budget.
+
+Same chans, pooling layers, batch size, DataLoader workers and training masks (4x/8x mix). The
+steps a budget allows are estimated from 8 timed steps of a throwaway copy of each run.
+"""
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import benchmark_train
+import numpy as np
+import torch
+from benchmark_train import batches, train_config
+from omegaconf import DictConfig, OmegaConf
+
+from mri_recon.data.loaders import TrainingData, fixed_mask_datasets, volume_loader
+from mri_recon.metrics import volume_metrics
+from mri_recon.reconstruct import predict, unnormalize
+from mri_recon.runtime import Runtime, cpu_has_native_bf16
+from mri_recon.training.state import TrainState
+from mri_recon.training.step import train_step
+
+EVALUATIONS = 12
+PRECISIONS = ("32", "bf16")
+
+
+class Recipe(NamedTuple):
+    """One run: what it trains, on what data, with which clipping and input clamp."""
+
+    state: TrainState
+    loader: torch.utils.data.DataLoader
+    clip: float | None
+    clamp: float | None  # fastmri's UnetDataTransform clamps normalized inputs to +-6
+
+
+def ours(cfg: DictConfig, runtime: Runtime, total_steps: int) -> Recipe:
+    """The default config, its schedule stretched over ``total_steps`` (whole epochs)."""
+    data = TrainingData(cfg, torch.device("cpu"))
+    epochs = max(1, round(total_steps / len(data.train_loader)))
+    cfg = OmegaConf.merge(cfg, {"trainer": {"max_epochs": epochs}})
+    torch.manual_seed(cfg.seed)
+    state = TrainState.create(cfg, runtime, steps_per_epoch=len(data.train_loader))
+    return Recipe(state, data.train_loader, cfg.trainer.gradient_clip_val, None)
+
+
+def fastmri_recipe(cfg: DictConfig, runtime: Runtime, total_steps: int) -> Recipe:
+    """fastMRI's U-Net baseline at ``cfg``'s sizes, its lr drop at 80% of ``total_steps``."""
+    torch.manual_seed(cfg.seed)
+    state, loader = benchmark_train.fastmri_recipe(cfg, runtime)
+    drop = round(0.8 * total_steps)
+    state.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        state.optimizer, lambda step: 1.0 if step < drop else 0.1
+    )
+    return Recipe(state, loader, None, 6.0)
+
+
+RECIPES: dict[str, Callable[[DictConfig, Runtime, int], Recipe]] = {
+    "ours": ours,
+    "fastMRI recipe": fastmri_recipe,
+}
+
+
+def as_images(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, H, W) images and targets from our Sample or fastmri's UnetSample ((B, H, W))."""
+    if batch.image.dim() == 3:
+        return batch.image.unsqueeze(1), batch.target.unsqueeze(1)
+    return batch.image, batch.target
+
+
+@torch.no_grad()
+def val_ssim(recipe: Recipe, datasets: list, runtime: Runtime) -> dict[int, float]:
+    """{acceleration: mean SSIM over the val volumes} with masks fixed per file."""
+    scores = {}
+    for acceleration, dataset in datasets:
+        values = []
+        for batch in volume_loader(dataset, 0):
+            images = batch.image
+            if recipe.clamp is not None:
+                images = images.clamp(-recipe.clamp, recipe.clamp)
+            output = predict(recipe.state.model.eval(), images, runtime)
+            target = unnormalize(batch.target, batch)
+            values.append(volume_metrics(target, unnormalize(output, batch))["SSIM"])
+        scores[acceleration] = float(np.mean(values))
+    return scores
+
+
+def steps_per_second(make: Callable[..., Recipe], cfg: DictConfig, runtime: Runtime) -> float:
+    """Training steps per second of a throwaway copy of the run (8 steps after 3)."""
+    recipe = make(cfg, runtime, 1000)
+    stream = batches(recipe.loader)
+    for step in range(11):
+        if step == 3:
+            start = time.perf_counter()
+        train_step(recipe.state, *as_images(next(stream)), runtime, recipe.clip)
+    return 8 / (time.perf_counter() - start)
+
+
+def train_for_budget(
+    recipe: Recipe, runtime: Runtime, budget: float, datasets: list
+) -> list[tuple[float, dict[int, float]]]:
+    """[(training seconds, {acceleration: val SSIM})] at 12 evenly spaced points of the budget."""
+    points = iter(budget * (i + 1) / EVALUATIONS for i in range(EVALUATIONS))
+    curve, clock, next_point = [], 0.0, next(points)
+    stream = batches(recipe.loader)
+    while next_point is not None:
+        start = time.perf_counter()
+        train_step(recipe.state, *as_images(next(stream)), runtime, recipe.clip)
+        clock += time.perf_counter() - start
+        if clock >= next_point:
+            curve.append((clock, val_ssim(recipe, datasets, runtime)))
+            next_point = next(points, None)
+    return curve
+
+
+def time_to_reach(curve: list[tuple[float, dict[int, float]]], acceleration: int, goal: float):
+    """Training seconds at which val SSIM first reaches ``goal`` (linear between evaluations),
+    or None if it never does within the budget."""
+    previous_time, previous_ssim = 0.0, 0.0
+    for seconds, scores in curve:
+        ssim = scores[acceleration]
+        if ssim >= goal:
+            fraction = (goal - previous_ssim) / max(ssim - previous_ssim, 1e-12)
+            return previous_time + fraction * (seconds - previous_time)
+        previous_time, previous_ssim = seconds, ssim
+    return None
+
+
+def run(root: Path, budget: float) -> str:
+    """The time-to-quality section of docs/benchmarks.md."""
+    cfg = train_config(root)
+    datasets = list(fixed_mask_datasets(cfg.data, cfg.mask, cfg.data.val_split, False))
+    curves = {}
+    for precision in PRECISIONS:
+        runtime = Runtime.create("cpu", precision, "auto")
+        for name, make in RECIPES.items():
+            total_steps = round(budget * steps_per_second(make, cfg, runtime))
+            recipe = make(cfg, runtime, total_steps)
+            curves[name, precision] = train_for_budget(recipe, runtime, budget, datasets)
+            print(f"{name} {precision}: {curves[name, precision][-1]}", flush=True)
+    return report(curves, budget, [acceleration for acceleration, _ in datasets])
+
+
+def report(curves: dict, budget: float, accelerations: list[int]) -> str:
+    """The tables: val SSIM at the budget, and time to the recipe's fp32 SSIM at the budget."""
+    goal = {acc: curves["fastMRI recipe", "32"][-1][1][acc] for acc in accelerations}
+    lines = [
+        f"Budget {budget:.0f} s of training per run (data loading included, evaluation "
+        f"excluded), evaluated every {budget / EVALUATIONS:.0f} s. This CPU "
+        f"{'has' if cpu_has_native_bf16() else 'has no'} native bf16.",
+        "",
+        "| recipe | precision | "
+        + " | ".join(f"val SSIM {a}x at budget" for a in accelerations)
+        + " | "
+        + " | ".join(f"s to SSIM {goal[a]:.4f} ({a}x)" for a in accelerations)
+        + " |",
+        "|---|---|" + "---|" * (2 * len(accelerations)),
+    ]
+    for (name, precision), curve in curves.items():
+        final = [f"{curve[-1][1][a]:.4f}" for a in accelerations]
+        reach = [time_to_reach(curve, a, goal[a]) for a in accelerations]
+        times = [f"{t:.0f} ({budget / t:.1f}x sooner)" if t else "not reached" for t in reach]
+        lines.append(f"| {name} | {precision} | {' | '.join(final)} | {' | '.join(times)} |")
+    lines += [
+        "",
+        "'x sooner' is the budget (the recipe's fp32 time to its own SSIM) over the run's time "
+        "to reach that SSIM.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("data/demo"))
+    parser.add_argument("--budget", type=float, default=240.0, help="training seconds per run")
+    args = parser.parse_args()
+    print(run(args.root.resolve(), args.budget))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Precision, memory format and compilation: chosen per device, every path run on the CPU."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from mri_recon import runtime
+from mri_recon.errors import UserError
+from mri_recon.runtime import Runtime
+from mri_recon.training.checkpointing import load_checkpoint
+from mri_recon.training.settings import check_config
+
+from .conftest import compose_config, train_in_process
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_uses_bf16_exactly_where_the_cpu_has_it(
+    monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    chosen = Runtime.create("cpu", "auto")
+    assert chosen.bf16 == native
+    assert ("has native bf16" if native else "has no native bf16") in chosen.describe()
+    assert not Runtime.create("cpu", "32").bf16  # 32 forces fp32, bf16 forces bf16
+    assert Runtime.create("cpu", "bf16").bf16
+
+
+def test_channels_last_is_off_on_cpu_unless_asked() -> None:
+    assert not Runtime.create("cpu", "32").channels_last
+    forced = Runtime.create("cpu", "32", True)
+    assert forced.channels_last
+    assert forced.images(torch.zeros(2, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bad_precision_or_memory_format_is_a_clear_error() -> None:
+    for override, key in (("trainer.precision=16", "precision"), ("trainer.channels_last=1", "")):
+        cfg = compose_config("train", [override])
+        with pytest.raises(UserError, match=f"trainer.{key or 'channels_last'}: expected"):
+            check_config(cfg)
+
+
+def test_bf16_channels_last_compiled_training_runs_on_cpu(tiny_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = train_in_process(
+        run_dir,
+        "debug=tiny",
+        f"data.root={tiny_root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "trainer.max_epochs=1",
+        "trainer.precision=bf16",
+        "trainer.channels_last=true",
+        "trainer.compile=true",
+    )
+    assert result.stopped_by is None
+    assert 0 < result.metrics["SSIM"]["mean"] <= 1 and math.isfinite(result.metrics["loss"])
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["progress"]["global_step"] == 5
+    assert all(t.dtype == torch.float32 for t in state["model"].values())  # fp32 master weights
+    assert not any(name.startswith("_orig_mod") for name in state["model"])  # the plain model
