@@ -89,7 +89,10 @@ def zero_filled_image(
     lines = scipy.fft.ifft(np.fft.ifftshift(lines, axes=-1), norm="ortho")  # (coils, n, H)
     lines = np.take(lines, shifted_center(height, crop[0]), axis=-1)  # (coils, n, h)
     lines = np.ascontiguousarray(lines.transpose(0, 2, 1)).reshape(-1, len(sampled))
-    images = lines @ column_transform(width, crop[1])[sampled]  # (coils * h, w)
+    # torch's matrix product: it keeps to torch's thread count (1 in DataLoader workers), where
+    # numpy's BLAS would start threads of its own that fight the training for the cores.
+    transform = torch.from_numpy(column_transform(width, crop[1])[sampled])
+    images = (torch.from_numpy(lines) @ transform).numpy()  # (coils * h, w)
     pairs = images.view(np.float32).reshape(coils.shape[0], crop[0], 2 * crop[1])
     power = np.einsum("chw,chw->hw", pairs, pairs)  # re^2 + im^2 summed over coils
     return torch.from_numpy(np.sqrt(power[:, 0::2] + power[:, 1::2]))
