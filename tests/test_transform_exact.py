@@ -15,7 +15,7 @@ from fastmri.data.transforms import (
     to_tensor,
 )
 
-from mri_recon.data.transforms import DeviceTransform, ZeroFilledTransform
+from mri_recon.data.transforms import DeviceTransform, ZeroFilledTransform, device_collate
 
 # (label, k-space (coils, H, W), target (h, w), padding): release knee size with its padding, and
 # the narrow fastMRI brain case (k-space narrower than the 320x320 recon size, e.g. FLAIR 203).
@@ -100,3 +100,21 @@ def test_device_transform_gives_the_workers_samples(challenge: str) -> None:
             getattr(batch, field), getattr(reference, field), rtol=1e-4, atol=1e-4
         )
     assert torch.equal(batch.mask, torch.stack([s.mask for s in raw]))
+
+
+def test_device_transform_takes_a_batch_of_different_widths() -> None:
+    """Release knee folders mix 368- and 372-wide k-space: one batch, the workers' images."""
+    attrs = {"padding_left": 0, "padding_right": 0, "max": 1.0}
+    mask = RandomMaskFunc([0.08], [4])
+    workers = ZeroFilledTransform("multicoil", mask, fixed_masks=True)
+    device = ZeroFilledTransform("multicoil", mask, fixed_masks=True, on_device=True)
+    expected, raw = [], []
+    for index, width in enumerate((80, 84, 80)):
+        attrs["padding_right"] = width
+        kspace, target = slice_data((4, 128, width), (64, 64), index)
+        expected.append(workers(kspace, None, target, attrs, f"file{index}.h5", index))
+        raw.append(device(kspace, None, target, attrs, f"file{index}.h5", index))
+    batch = DeviceTransform("multicoil", torch.device("cpu"))(device_collate(raw))
+    reference = torch.utils.data.default_collate(expected)
+    torch.testing.assert_close(batch.image, reference.image, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(batch.target, reference.target, rtol=1e-4, atol=1e-4)

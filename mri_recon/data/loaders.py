@@ -11,7 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from mri_recon import distributed
 from mri_recon.data.dataset import SliceDataset, split_folder
-from mri_recon.data.transforms import DeviceTransform, Sample, ZeroFilledTransform
+from mri_recon.data.transforms import (
+    DeviceTransform,
+    Sample,
+    ZeroFilledTransform,
+    device_collate,
+)
 from mri_recon.errors import UserError
 from mri_recon.runtime import epoch_seed
 
@@ -116,9 +121,13 @@ def build_loader(
     pin_memory: bool = False,
     sampler: torch.utils.data.Sampler | None = None,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader whose workers each draw their own training masks."""
+    """A DataLoader whose workers each draw their own training masks (``on_device`` samples
+    collated so that k-space of different widths can share a batch)."""
+    base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
+    on_device = getattr(getattr(base, "transform", None), "on_device", False)
     return torch.utils.data.DataLoader(
         dataset,
+        collate_fn=device_collate if on_device else None,
         batch_size=data_cfg.batch_size,
         shuffle=shuffle,
         sampler=sampler,

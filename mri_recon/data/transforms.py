@@ -250,10 +250,35 @@ class DeviceTransform:
         self.device = device
 
     def __call__(self, batch: Sample) -> Sample:
-        kspace = batch.masked_kspace.to(self.device, non_blocking=True)
-        mask = batch.mask.to(self.device, non_blocking=True)
         target = batch.target.to(self.device, non_blocking=True)
         crop = tuple(target.shape[-2:])
-        image = magnitude(coil_images(kspace, mask, crop), self.multicoil)
+        if isinstance(batch.masked_kspace, list):  # k-space widths differ within the batch
+            pairs = zip(batch.masked_kspace, batch.mask, strict=True)
+            image = torch.cat(
+                [self.images(kspace[None], mask[None], crop) for kspace, mask in pairs]
+            )
+        else:
+            image = self.images(batch.masked_kspace, batch.mask, crop)
         image, target, mean, std = normalize_images(image.unsqueeze(1), target)
         return batch._replace(image=image, target=target, mean=mean[:, 0], std=std[:, 0])
+
+    def images(
+        self, kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[int, int]
+    ) -> torch.Tensor:
+        """(B, h, w) zero-filled magnitudes of (B, [coils,] H, W) k-space and (B, W) masks."""
+        kspace = kspace.to(self.device, non_blocking=True)
+        mask = mask.to(self.device, non_blocking=True)
+        return magnitude(coil_images(kspace, mask, crop), self.multicoil)
+
+
+def device_collate(samples: list[Sample]) -> Sample:
+    """Collate ``on_device`` samples; k-space of different widths (release knee files are 368
+    or 372 wide) stays a list of (…, H, W) tensors, which ``DeviceTransform`` takes one by one."""
+    if len({tuple(sample.masked_kspace.shape) for sample in samples}) == 1:
+        return torch.utils.data.default_collate(samples)
+    empty = torch.zeros(0)
+    batch = torch.utils.data.default_collate(
+        [sample._replace(masked_kspace=empty, mask=empty) for sample in samples]
+    )
+    kspace = [sample.masked_kspace for sample in samples]
+    return batch._replace(masked_kspace=kspace, mask=[sample.mask for sample in samples])
