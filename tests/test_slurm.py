@@ -106,3 +106,18 @@ def test_a_preempted_job_is_requeued_and_ends_as_if_uninterrupted(
     for name, tensor in expected["model"].items():
         assert torch.equal(requeued["model"][name], tensor), name
     assert json.loads((last.parents[1] / "metrics.json").read_text())["val"] == reference.metrics
+
+
+def test_evaluation_runs_as_a_two_task_job(trained_run: Path, tmp_path: Path) -> None:
+    run_cli(
+        "mri-recon-eval",
+        "-m",
+        "hydra/launcher=local",
+        "hydra.launcher.tasks_per_node=2",
+        f"checkpoint={trained_run / 'checkpoints' / 'best.pt'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    run = tmp_path / "sweep" / "0"
+    assert "process group: rank 0 of 2 (gloo)" in (run / "evaluate.log").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_volumes"] == 2 and set(metrics["results"]) == {"4", "8"}
