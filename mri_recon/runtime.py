@@ -38,11 +38,22 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
+def check_precision(precision: object) -> None:
+    """Raise UserError unless ``precision`` is auto, 32 or bf16."""
+    if str(precision) not in PRECISIONS:
+        raise UserError(f"trainer.precision: expected auto, 32 or bf16, got {precision!r}")
+
+
+def check_channels_last(setting: object) -> None:
+    """Raise UserError unless ``setting`` is auto, true or false (not 0/1)."""
+    if setting != "auto" and not isinstance(setting, bool):
+        raise UserError(f"trainer.channels_last: expected auto, true or false, got {setting!r}")
+
+
 def choose_bf16(precision: str, device: torch.device) -> tuple[bool, str]:
     """Whether to autocast to bf16, and why. ``auto``: on CUDA GPUs that support bf16 and on
     CPUs with native bf16 matrix units; fp32 elsewhere. ``32`` and ``bf16`` force it."""
-    if precision not in PRECISIONS:
-        raise UserError(f"trainer.precision: expected auto, 32 or bf16, got {precision!r}")
+    check_precision(precision)
     if precision != "auto":
         return precision == "bf16", f"precision={precision}"
     if device.type == "cuda":
@@ -58,11 +69,8 @@ def choose_bf16(precision: str, device: torch.device) -> tuple[bool, str]:
 def choose_channels_last(setting: bool | str, device: torch.device) -> bool:
     """channels_last activations: ``auto`` means on CUDA (cuDNN's fast layout) and not on CPUs,
     where it measured slower with GroupNorm, most of all under bf16 (docs/benchmarks.md)."""
-    if setting == "auto":
-        return device.type == "cuda"
-    if not isinstance(setting, bool):
-        raise UserError(f"trainer.channels_last: expected auto, true or false, got {setting!r}")
-    return setting
+    check_channels_last(setting)
+    return device.type == "cuda" if setting == "auto" else setting
 
 
 @dataclass(frozen=True)

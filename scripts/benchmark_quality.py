@@ -21,12 +21,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import benchmark_train
 import numpy as np
 import torch
-from benchmark_train import batches, train_config
+from benchmark_train import as_images, batches, train_config
 from omegaconf import DictConfig, OmegaConf
 
 from mri_recon.data.loaders import TrainingData, fixed_mask_datasets, volume_loader
@@ -75,13 +75,6 @@ RECIPES: dict[str, Callable[[DictConfig, Runtime, int], Recipe]] = {
     "ours": ours,
     "fastMRI recipe": fastmri_recipe,
 }
-
-
-def as_images(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 1, H, W) images and targets from our Sample or fastmri's UnetSample ((B, H, W))."""
-    if batch.image.dim() == 3:
-        return batch.image.unsqueeze(1), batch.target.unsqueeze(1)
-    return batch.image, batch.target
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ import statistics
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import fastmri.data
 import torch
@@ -50,6 +51,13 @@ def batches(loader: torch.utils.data.DataLoader) -> Iterable:
         yield from loader
 
 
+def as_images(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, H, W) images and targets from our Sample or fastmri's UnetSample ((B, H, W))."""
+    if batch.image.dim() == 3:
+        return batch.image.unsqueeze(1), batch.target.unsqueeze(1)
+    return batch.image, batch.target
+
+
 def slices_per_second(
     state: TrainState, loader, runtime: Runtime, clip: float | None, steps: int, warmup: int = 3
 ) -> float:
@@ -60,10 +68,7 @@ def slices_per_second(
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
-        batch = next(stream)
-        images, targets = batch.image, batch.target
-        if images.dim() == 3:  # fastmri's UnetSample: (B, H, W)
-            images, targets = images.unsqueeze(1), targets.unsqueeze(1)
+        images, targets = as_images(next(stream))
         train_step(state, images, targets, runtime, clip)
         done += images.shape[0] if step >= warmup else 0
     if runtime.device.type == "cuda":

@@ -97,6 +97,13 @@ def fixed_mask_datasets(
         yield int(acceleration), build_dataset(data_cfg, split, mask_func, True, keep_kspace)
 
 
+def slice_transform(dataset: torch.utils.data.Dataset) -> object | None:
+    """The transform of a dataset, or of the dataset a ``Subset`` takes its items from."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    return getattr(dataset, "transform", None)
+
+
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: a distinct training-mask stream per worker and per rank.
 
@@ -104,11 +111,7 @@ def seed_worker(worker_id: int) -> None:
     ``torch.initial_seed()`` inside a worker is the loader's per-epoch base seed + worker id.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    info = torch.utils.data.get_worker_info()
-    dataset = (
-        info.dataset.dataset if isinstance(info.dataset, torch.utils.data.Subset) else info.dataset
-    )
-    transform = getattr(dataset, "transform", None)
+    transform = slice_transform(torch.utils.data.get_worker_info().dataset)
     if isinstance(transform, ZeroFilledTransform):
         transform.reseed([torch.initial_seed() % 2**32, distributed.rank(), worker_id])
 
@@ -123,8 +126,7 @@ def build_loader(
 ) -> torch.utils.data.DataLoader:
     """A DataLoader whose workers each draw their own training masks (``on_device`` samples
     collated so that k-space of different widths can share a batch)."""
-    base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
-    on_device = getattr(getattr(base, "transform", None), "on_device", False)
+    on_device = getattr(slice_transform(dataset), "on_device", False)
     return torch.utils.data.DataLoader(
         dataset,
         collate_fn=device_collate if on_device else None,
@@ -152,11 +154,16 @@ def volume_loader(dataset: SliceDataset, num_workers: int) -> torch.utils.data.D
     )
 
 
+def check_transform_on(setting: object) -> None:
+    """Raise UserError unless ``setting`` is auto, workers or device."""
+    if setting not in ("auto", "workers", "device"):
+        raise UserError(f"data.transform_on: expected auto, workers or device, got {setting!r}")
+
+
 def transform_on_device(setting: str, device: torch.device) -> bool:
     """Where the zero-filled transform runs: ``auto`` means on the device for CUDA (the workers
     only read and mask) and in the DataLoader workers on CPU."""
-    if setting not in ("auto", "workers", "device"):
-        raise UserError(f"data.transform_on: expected auto, workers or device, got {setting!r}")
+    check_transform_on(setting)
     return setting == "device" or (setting == "auto" and device.type == "cuda")
 
 

@@ -66,15 +66,14 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             model, train_cfg = load_model(cfg.checkpoint, runtime.device)
         cfg = OmegaConf.merge(cfg, {"data": data_config(cfg, train_cfg)})
         reconstructor = Reconstructor(cfg, methods, model, runtime)
-        datasets = fixed_mask_datasets(cfg.data, cfg.mask, cfg.split, "tv" in methods)
-        first_acceleration, first_dataset = next(datasets)
-        if not first_dataset.has_targets:
-            write_test_reconstructions(cfg, run_dir, first_dataset, reconstructor)
+        datasets = list(fixed_mask_datasets(cfg.data, cfg.mask, cfg.split, "tv" in methods))
+        if not datasets[0][1].has_targets:  # test/challenge files: their own masks, no metrics
+            write_test_reconstructions(cfg, run_dir, datasets[0][1], reconstructor)
             if distributed.is_main():
                 write_report(run_dir, {}, [], cfg)
             return {}
         results, rows, panels = {}, [], []
-        for acceleration, dataset in [(first_acceleration, first_dataset), *datasets]:
+        for acceleration, dataset in datasets:
             records = evaluate_volumes(cfg, run_dir, dataset, reconstructor, acceleration)
             results[str(acceleration)] = summarize_methods(
                 records, methods, len(dataset), acceleration

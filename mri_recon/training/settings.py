@@ -4,9 +4,10 @@ from omegaconf import DictConfig
 
 from mri_recon.config import check_value
 from mri_recon.data.dataset import TARGET_KEYS
+from mri_recon.data.loaders import check_transform_on
 from mri_recon.errors import UserError
 from mri_recon.models.unet import NORMS, group_count
-from mri_recon.runtime import PRECISIONS
+from mri_recon.runtime import check_channels_last, check_precision
 
 NUMBER_RULES = [  # key, integer?, valid, what is expected
     ("optimizer.lr", False, lambda v: v > 0, "a positive number"),
@@ -30,18 +31,9 @@ def check_config(cfg: DictConfig) -> None:
         check_value(
             cfg, "trainer.gradient_clip_val", False, lambda v: v > 0, "a positive number or null"
         )
-    if str(cfg.trainer.precision) not in PRECISIONS:
-        raise UserError(
-            f"trainer.precision: expected auto, 32 or bf16, got {cfg.trainer.precision!r}"
-        )
-    if cfg.trainer.channels_last != "auto" and not isinstance(cfg.trainer.channels_last, bool):
-        raise UserError(
-            f"trainer.channels_last: expected auto, true or false, got {cfg.trainer.channels_last!r}"
-        )
-    if cfg.data.transform_on not in ("auto", "workers", "device"):
-        raise UserError(
-            f"data.transform_on: expected auto, workers or device, got {cfg.data.transform_on!r}"
-        )
+    check_precision(cfg.trainer.precision)
+    check_channels_last(cfg.trainer.channels_last)
+    check_transform_on(cfg.data.transform_on)
     if cfg.model.norm not in NORMS:
         raise UserError(f"model.norm: expected one of {list(NORMS)}, got {cfg.model.norm!r}")
     if cfg.model.norm == "group":

@@ -72,7 +72,7 @@ def validate(
     model.eval()
     predictions, targets = VolumeCollector(), VolumeCollector()
     panels: dict[tuple[str, int], Panel] = {}
-    loss_sum, count = 0.0, 0
+    loss_sum, count, wanted = 0.0, 0, set(panel_keys)
     bar = tqdm(
         loader, desc="validation", leave=False, unit="batch", disable=not distributed.is_main()
     )
@@ -83,7 +83,7 @@ def validate(
         output_np, target_np = unnormalize(output, batch), unnormalize(batch.target, batch)
         predictions.add(output_np, batch.fname, batch.slice_num)
         targets.add(target_np, batch.fname, batch.slice_num)
-        panels |= batch_panels(batch, output_np, target_np, set(panel_keys))
+        panels |= batch_panels(batch, output_np, target_np, wanted)
     truth = targets.volumes()
     mine = {name: volume_metrics(truth[name], pred) for name, pred in predictions.volumes().items()}
 
