@@ -1,4 +1,4 @@
-"""Plot a few demo slices: target and zero-filled input at 4x and 8x (docs/demo_slices.png).
+"""Plot one demo val slice per contrast: the target and its zero-filled input at 4x and 8x.
 
 .venv/bin/python scripts/plot_demo.py [--root data/demo] [--out docs/demo_slices.png]
 """
@@ -6,6 +6,7 @@
 import argparse
 from pathlib import Path
 
+import h5py
 import matplotlib
 
 matplotlib.use("Agg")
@@ -13,36 +14,50 @@ import matplotlib.pyplot as plt  # noqa: E402
 from fastmri.data.subsample import RandomMaskFunc  # noqa: E402
 
 from mri_recon.data.dataset import SliceDataset, split_folder  # noqa: E402
+from mri_recon.data.demo import CONTRASTS  # noqa: E402
 from mri_recon.data.transforms import ZeroFilledTransform  # noqa: E402
 
 ACCELERATIONS = {4: 0.08, 8: 0.04}
 
 
+def first_volume_per_contrast(folder: Path) -> dict[str, Path]:
+    """{contrast: the first val file of that contrast}, in CONTRASTS' order."""
+    found = {}
+    for path in sorted(folder.glob("*.h5")):
+        with h5py.File(path) as file:
+            found.setdefault(str(file.attrs["acquisition"]), path)
+    return {contrast: found[contrast] for contrast in CONTRASTS if contrast in found}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="data/demo")
+    parser.add_argument("--challenge", default="singlecoil")
     parser.add_argument("--out", default="docs/demo_slices.png")
     args = parser.parse_args()
 
-    picks = [("singlecoil", 0, 4), ("singlecoil", 2, 3), ("multicoil", 4, 4), ("multicoil", 5, 2)]
-    fig, axes = plt.subplots(len(picks), 3, figsize=(9, 3 * len(picks)))
-    for row, (challenge, volume, slice_num) in enumerate(picks):
-        folder = split_folder(args.root, challenge, "val")
-        columns = [("target", None)] + [(f"zero-filled {r}x", r) for r in ACCELERATIONS]
+    folder = split_folder(args.root, args.challenge, "val")
+    picks = first_volume_per_contrast(folder)
+    columns = [("target", None)] + [(f"zero-filled {r}x", r) for r in ACCELERATIONS]
+    fig, axes = plt.subplots(len(picks), 3, figsize=(12, 4.2 * len(picks)), squeeze=False)
+    for row, (contrast, path) in enumerate(picks.items()):
         for col, (title, acceleration) in enumerate(columns):
             mask = None
             if acceleration is not None:
                 mask = RandomMaskFunc([ACCELERATIONS[acceleration]], [acceleration])
-            dataset = SliceDataset(folder, challenge, ZeroFilledTransform(challenge, mask, True))
-            sample = dataset[volume * 8 + slice_num]
+            dataset = SliceDataset(
+                folder, args.challenge, ZeroFilledTransform(args.challenge, mask, True)
+            )
+            middle = [i for i, (file, _) in enumerate(dataset.slices) if file == path]
+            sample = dataset[middle[len(middle) // 2]]
             picture = sample.target if acceleration is None else sample.image
             image = (picture[0] * sample.std + sample.mean).numpy()
             axes[row, col].imshow(image, cmap="gray", vmin=0, vmax=sample.max_value)
-            axes[row, col].set_title(f"{challenge} {sample.fname}\n{title}", fontsize=8)
+            axes[row, col].set_title(f"{contrast} {path.name} slice {sample.slice_num}\n{title}")
             axes[row, col].axis("off")
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=80)
+    fig.savefig(args.out, dpi=90)
     print(f"wrote {args.out}")
 
 

@@ -97,10 +97,17 @@ def load_template() -> Template:
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], knots: int) -> np.ndarray:
-    """A smooth random field of ``shape`` in about [-1, 1]: cubic zoom of a coarse Gaussian grid."""
-    coarse = rng.standard_normal([knots] * len(shape))
-    zoom = [size / knots for size in shape]
-    return ndimage.zoom(coarse, zoom, order=3, mode="nearest")[tuple(slice(0, s) for s in shape)]
+    """A smooth random field of ``shape`` in about [-1, 1]: cubic zoom of a coarse Gaussian grid.
+
+    The zoom is separable, so it is applied one axis at a time as a (size, knots) matrix: the same
+    field as ``ndimage.zoom(coarse, order=3, mode="nearest")``, without its per-point cost.
+    """
+    field = rng.standard_normal([knots] * len(shape))
+    for axis, size in enumerate(shape):
+        zoom = (size / knots, 1.0)
+        basis = ndimage.zoom(np.eye(knots), zoom, order=3, mode="nearest")[:size]
+        field = np.moveaxis(np.tensordot(basis, field, axes=([1], [axis])), 0, axis)
+    return field
 
 
 def fine_texture(
