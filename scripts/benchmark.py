@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--volumes", type=int, default=2, help="demo val volumes for TV vs BART")
-    parser.add_argument("--budget", type=float, default=120.0, help="time-to-quality seconds")
+    parser.add_argument("--budget", type=float, default=180.0, help="time-to-quality seconds")
     parser.add_argument("--quality-epochs", type=int, default=3, help="fp32 vs bf16 epochs")
     args = parser.parse_args()
     root = args.root.resolve()
