@@ -1,10 +1,14 @@
 """The demo head: its layers, its texture, and an acquisition without the inverse crime."""
 
+import dataclasses
+import re
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from mri_recon.data.demo import (
     HEAD_LAYERS_MM,
-    SUPERSAMPLING,
     TISSUES,
     Acquisition,
     acquire,
@@ -12,6 +16,9 @@ from mri_recon.data.demo import (
     head_layers,
     synthesize_slab,
 )
+from mri_recon.errors import UserError
+
+from .conftest import make_tiny_data
 
 SMALL = Acquisition(
     image_size=64,
@@ -23,6 +30,7 @@ SMALL = Acquisition(
     snr=1e9,
     signal_scale=3e-4,
     num_coils=1,
+    supersampling=2,
 )
 
 
@@ -61,7 +69,7 @@ def test_texture_is_fine_and_of_unit_spread() -> None:
 def test_synthesized_head_is_finer_than_the_acquired_grid() -> None:
     obj, contrast = synthesize_slab(np.random.default_rng(0), SMALL)
     height, width = 2 * SMALL.image_size, SMALL.kspace_width
-    assert obj.shape == (SMALL.num_slices, SUPERSAMPLING * height, SUPERSAMPLING * width)
+    assert obj.shape == (SMALL.num_slices, 2 * height, 2 * width)
     assert contrast in ("AXT1", "AXT2", "AXPD") and len(TISSUES) == 7
     quarter = obj.shape[1] // 4
     assert np.all(obj[:, :quarter] == 0) and np.all(obj[:, -quarter:] == 0)  # oversampled readout
@@ -70,17 +78,35 @@ def test_synthesized_head_is_finer_than_the_acquired_grid() -> None:
     assert target.shape == (SMALL.num_slices, SMALL.image_size, SMALL.image_size)
 
 
+def edge_overshoot(acq: Acquisition) -> float:
+    """Target maximum / plateau of a disk of 1 drawn on the acquisition's object grid."""
+    height, width = acq.supersampling * 2 * acq.image_size, acq.supersampling * acq.kspace_width
+    rows, cols = np.meshgrid(
+        np.arange(height) - height / 2, np.arange(width) - width / 2, indexing="ij"
+    )
+    disk = (rows**2 + cols**2 < (0.3 * width) ** 2).astype(np.complex64)
+    _, target = acquire(np.random.default_rng(0), np.stack([disk, disk]), acq)
+    center = acq.image_size // 2
+    return target.max() / np.median(target[0, center - 4 : center + 4, center - 4 : center + 4])
+
+
 def test_sharp_edges_ring_in_the_target() -> None:
     """No inverse crime: a disk drawn on the fine grid reaches the target through truncated
-    k-space, so its edge overshoots (Gibbs) instead of stepping cleanly from 1 to 0."""
-    fine_height, fine_width = 4 * SMALL.image_size, 2 * SMALL.kspace_width
-    rows, cols = np.meshgrid(
-        np.arange(fine_height) - fine_height / 2,
-        np.arange(fine_width) - fine_width / 2,
-        indexing="ij",
-    )
-    disk = (rows**2 + cols**2 < (0.3 * fine_width) ** 2).astype(np.complex64)
-    _, target = acquire(np.random.default_rng(0), np.stack([disk, disk]), SMALL)
-    center = SMALL.image_size // 2
-    plateau = np.median(target[0, center - 4 : center + 4, center - 4 : center + 4])
-    assert target.max() > 1.08 * plateau  # drawn on the acquired grid itself: 1.05
+    k-space, so its edge overshoots (Gibbs); drawn on the target's own grid (supersampling=1, the
+    inverse crime) it barely does."""
+    assert edge_overshoot(SMALL) > 1.08
+    assert edge_overshoot(dataclasses.replace(SMALL, supersampling=1)) < 1.06
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("supersampling=0", "supersampling >= 1"),
+        ("acquired_columns=500", "image_size <= acquired_columns <= kspace_width"),
+        ("challenges=[knee]", "challenges: expected entries"),
+    ],
+)
+def test_bad_generator_settings_are_named(tmp_path: Path, override: str, expected: str) -> None:
+    with pytest.raises(UserError, match=re.escape(expected)):
+        make_tiny_data(tmp_path, extra=(override,))
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -4,8 +4,8 @@ Each volume is a slab of axial slices through a whole head: the template's grey 
 and CSF inside the brain, and around its envelope the CSF rim, the skull (cortical tables and
 marrow), subcutaneous fat and skin, with layer thicknesses that vary smoothly around the head and
 from volume to volume. Every tissue has T1-, T2- or PD-like intensity with a random spread, and a
-fine multiplicative texture. There is no "inverse crime": the object is made at twice the
-reconstructed resolution in both directions, and its k-space is truncated to the acquired matrix
+fine multiplicative texture. There is no "inverse crime": the object is made at ``supersampling``
+(default 2) times the reconstructed resolution in both directions, and its k-space is truncated to the acquired matrix
 before noise is added, so targets carry the ringing, partial volume and noise floor of a real scan.
 The slab is acquired like the fastMRI release: 2x oversampled readout, zero-padded phase-encode
 edges, small scanner-like units, complex Gaussian k-space noise, and for multi-coil smooth coil
@@ -30,8 +30,6 @@ TEMPLATE_FILES = {
 MNI_ORIGIN_VOXEL = np.array([98.0, 134.0, 72.0])
 # The image center in MNI millimetres: roughly the middle of the head in x and y.
 HEAD_CENTER_MM = np.array([0.0, -18.0])
-# The object is synthesized on a grid this many times finer than the reconstructed one.
-SUPERSAMPLING = 2
 
 # The layers outside the brain envelope, inside out, with their typical thickness in mm.
 HEAD_LAYERS_MM = (
@@ -75,6 +73,7 @@ class Acquisition:
     snr: float  # mean foreground signal of the coil-combined image / noise standard deviation
     signal_scale: float  # typical target maximum, in the release's small raw units
     num_coils: int  # 1 means single-coil
+    supersampling: int  # the object is drawn on a grid this many times finer; 1: inverse crime
 
 
 @functools.cache
@@ -194,11 +193,11 @@ def tissue_fractions(rng: np.random.Generator, coords: np.ndarray) -> dict[str, 
 def synthesize_slab(rng: np.random.Generator, acq: Acquisition) -> tuple[np.ndarray, str]:
     """One volume's complex object on the fine grid and its contrast name.
 
-    The object is (slices, SUPERSAMPLING * 2 * image_size, SUPERSAMPLING * kspace_width): the
+    The object is (slices, supersampling * 2 * image_size, supersampling * kspace_width): the
     oversampled readout's field of view, twice as finely sampled, with the anatomy in its central
     half of the rows (the outer rows are empty, as in the release).
     """
-    fine = SUPERSAMPLING
+    fine = acq.supersampling
     slab_mm = acq.slice_spacing_mm * (acq.num_slices - 1)
     slab_start = rng.uniform(-15.0, max(-15.0, 55.0 - slab_mm))
     shape = (fine * acq.image_size, fine * acq.kspace_width)

@@ -33,6 +33,7 @@ def acquisition_for(cfg: DictConfig, challenge: str) -> Acquisition:
         snr=cfg.snr,
         signal_scale=cfg.signal_scale,
         num_coils=1 if challenge == "singlecoil" else cfg.num_coils,
+        supersampling=cfg.supersampling,
     )
 
 
@@ -46,8 +47,11 @@ def check_config(cfg: DictConfig) -> None:
     for challenge in cfg.challenges:
         if challenge not in CHALLENGES:
             raise UserError(f"challenges: expected entries from {CHALLENGES}, got {challenge!r}")
-    if cfg.snr <= 0 or cfg.num_coils < 2 or cfg.num_slices < 1:
-        raise UserError("expected snr > 0, num_coils >= 2 and num_slices >= 1")
+    if cfg.snr <= 0 or cfg.num_coils < 2 or cfg.num_slices < 1 or cfg.supersampling < 1:
+        raise UserError(
+            "expected snr > 0, num_coils >= 2, num_slices >= 1 and supersampling >= 1, got "
+            f"{cfg.snr}, {cfg.num_coils}, {cfg.num_slices}, {cfg.supersampling}"
+        )
 
 
 def test_mask_func(challenge: str, acceleration: int, center_fraction: float) -> MaskFunc:
