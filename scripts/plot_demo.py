@@ -40,16 +40,15 @@ def main() -> None:
     picks = first_volume_per_contrast(folder)
     columns = [("target", None)] + [(f"zero-filled {r}x", r) for r in ACCELERATIONS]
     fig, axes = plt.subplots(len(picks), 3, figsize=(12, 4.2 * len(picks)), squeeze=False)
-    for row, (contrast, path) in enumerate(picks.items()):
-        for col, (title, acceleration) in enumerate(columns):
-            mask = None
-            if acceleration is not None:
-                mask = RandomMaskFunc([ACCELERATIONS[acceleration]], [acceleration])
-            dataset = SliceDataset(
-                folder, args.challenge, ZeroFilledTransform(args.challenge, mask, True)
-            )
-            middle = [i for i, (file, _) in enumerate(dataset.slices) if file == path]
-            sample = dataset[middle[len(middle) // 2]]
+    for col, (title, acceleration) in enumerate(columns):
+        mask = None
+        if acceleration is not None:
+            mask = RandomMaskFunc([ACCELERATIONS[acceleration]], [acceleration])
+        transform = ZeroFilledTransform(args.challenge, mask, True)
+        dataset = SliceDataset(folder, args.challenge, transform)
+        for row, (contrast, path) in enumerate(picks.items()):
+            slices = [i for i, (file, _) in enumerate(dataset.slices) if file == path]
+            sample = dataset[slices[len(slices) // 2]]
             picture = sample.target if acceleration is None else sample.image
             image = (picture[0] * sample.std + sample.mean).numpy()
             axes[row, col].imshow(image, cmap="gray", vmin=0, vmax=sample.max_value)

@@ -5,8 +5,9 @@ and CSF inside the brain, and around its envelope the CSF rim, the skull (cortic
 marrow), subcutaneous fat and skin, with layer thicknesses that vary smoothly around the head and
 from volume to volume. Every tissue has T1-, T2- or PD-like intensity with a random spread, and a
 fine multiplicative texture. There is no "inverse crime": the object is made at ``supersampling``
-(default 2) times the reconstructed resolution in both directions, and its k-space is truncated to the acquired matrix
-before noise is added, so targets carry the ringing, partial volume and noise floor of a real scan.
+(default 2) times the reconstructed resolution in both directions, and its k-space is truncated to
+the acquired matrix before noise is added, so targets carry the ringing, partial volume and noise
+floor of a real scan.
 The slab is acquired like the fastMRI release: 2x oversampled readout, zero-padded phase-encode
 edges, small scanner-like units, complex Gaussian k-space noise, and for multi-coil smooth coil
 sensitivities. Everything here is numpy; ``demo_dataset.py`` writes the arrays into fastMRI-layout
@@ -194,8 +195,8 @@ def synthesize_slab(rng: np.random.Generator, acq: Acquisition) -> tuple[np.ndar
     """One volume's complex object on the fine grid and its contrast name.
 
     The object is (slices, supersampling * 2 * image_size, supersampling * kspace_width): the
-    oversampled readout's field of view, twice as finely sampled, with the anatomy in its central
-    half of the rows (the outer rows are empty, as in the release).
+    oversampled readout's field of view, sampled supersampling times finer, with the anatomy in
+    its central half of the rows (the outer rows are empty, as in the release).
     """
     fine = acq.supersampling
     slab_mm = acq.slice_spacing_mm * (acq.num_slices - 1)
