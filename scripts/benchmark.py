@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--volumes", type=int, default=2, help="demo val volumes for TV vs BART")
     parser.add_argument("--budget", type=float, default=180.0, help="time-to-quality seconds")
+    parser.add_argument("--seeds", type=int, default=3, help="time-to-quality runs per budget")
     parser.add_argument("--quality-epochs", type=int, default=3, help="fp32 vs bf16 epochs")
     args = parser.parse_args()
     root = args.root.resolve()
@@ -60,7 +61,7 @@ def main() -> None:
     data_section, data_rate = benchmark_data.run(args.repeats)
     train_section, train_rate = benchmark_train.run(root, steps=30, repeats=args.repeats)
     precision_section = benchmark_train.precision_section(root)
-    quality_section = benchmark_quality.run(root, args.budget)
+    quality_section = benchmark_quality.run(root, args.budget, args.seeds)
     bf16_section = benchmark_quality.precision_quality(root, args.quality_epochs)
     samples = soak.soak(args.root, "singlecoil", epochs=20, num_workers=0, train=False)
     with tempfile.TemporaryDirectory() as tmp:
