@@ -188,7 +188,7 @@ def run(root: Path, budget: float, seeds: int) -> str:
             print(f"{name} {precision}:", flush=True)
             budgets = [budget * fraction for fraction in FRACTIONS[name]]
             runs[name, precision] = budget_runs(make, cfg, runtime, budgets, datasets, range(seeds))
-    return report(runs, budget, [acceleration for acceleration, _ in datasets])
+    return report(runs, budget, seeds, [acceleration for acceleration, _ in datasets])
 
 
 def ratio_text(theirs: Reached, mine: Reached | None) -> str:
@@ -201,9 +201,8 @@ def ratio_text(theirs: Reached, mine: Reached | None) -> str:
     return f"**{bound}{theirs.seconds / mine.seconds:.1f}x**"
 
 
-def report(runs: dict, budget: float, accelerations: list[int]) -> str:
+def report(runs: dict, budget: float, seeds: int, accelerations: list[int]) -> str:
     """Val SSIM of every budget, and how much sooner ours reaches the recipe's full-budget SSIM."""
-    seeds = len(runs["ours", PRECISIONS[0]][0].ssim[accelerations[0]])
     lines = [
         f"Full budget {budget:.0f} s of training (data loading included, evaluation excluded); "
         f"each budget is {seeds} runs from scratch (seeds 0-{seeds - 1}), each with its schedule "
