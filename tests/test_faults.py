@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -45,24 +44,34 @@ def checkpoint_step(run_dir: Path) -> int:
         return -1
 
 
-def start_and_signal(
-    args: list[str], run_dir: Path, at_step: int, signum: int
-) -> subprocess.CompletedProcess:
-    """Start training, send ``signum`` once last.pt reaches ``at_step``, wait for the exit."""
-    executable = Path(sys.executable).parent / "mri-recon-train"
-    process = subprocess.Popen(
-        [str(executable), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 300
-    while (
-        checkpoint_step(run_dir) < at_step
-        and process.poll() is None
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
-    process.send_signal(signum)
-    stdout, stderr = process.communicate(timeout=300)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+# `mri-recon-train` whose checkpoint writer signals its own process once last.pt holds step
+# AT_STEP: the signal lands at that step however fast the machine is (a signal sent from outside
+# once the test saw the file could arrive after the last step, with the run already finished).
+SIGNAL_AT_STEP = """
+import os, sys
+from mri_recon import train
+from mri_recon.training import checkpointing
+
+at_step, signum = int(sys.argv.pop(1)), int(sys.argv.pop(1))
+sys.argv[0] = "mri-recon-train"
+save = checkpointing.save_checkpoint
+
+def save_then_signal(state, path):
+    save(state, path)
+    global at_step
+    if path.name == "last.pt" and state["progress"]["global_step"] >= at_step:
+        at_step = float("inf")  # once: a second stop signal would interrupt at once
+        os.kill(os.getpid(), signum)
+
+checkpointing.save_checkpoint = save_then_signal
+train.cli()
+"""
+
+
+def start_and_signal(args: list[str], at_step: int, signum: int) -> subprocess.CompletedProcess:
+    """Train with ``args``, send ``signum`` right after last.pt reaches ``at_step``; the exit."""
+    command = [sys.executable, "-c", SIGNAL_AT_STEP, str(at_step), str(signum), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
 def resume_and_compare(run_dir: Path, straight_run: Path) -> None:
@@ -89,7 +98,7 @@ def test_sigkill_then_resume_matches_uninterrupted(
     tiny_root: Path, tmp_path: Path, straight_run: Path, at_step: int
 ) -> None:
     run_dir = tmp_path / "run"
-    killed = start_and_signal(train_args(tiny_root, run_dir), run_dir, at_step, signal.SIGKILL)
+    killed = start_and_signal(train_args(tiny_root, run_dir), at_step, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     assert checkpoint_step(run_dir) >= at_step  # at most the work since that checkpoint is lost
     assert not (run_dir / "metrics.json").exists()
@@ -103,7 +112,7 @@ def test_sigterm_checkpoints_and_exits_with_resume_hint(
     tiny_root: Path, tmp_path: Path, straight_run: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    stopped = start_and_signal(train_args(tiny_root, run_dir), run_dir, 3, signal.SIGTERM)
+    stopped = start_and_signal(train_args(tiny_root, run_dir), 3, signal.SIGTERM)
     assert stopped.returncode == 128 + signal.SIGTERM
     assert "trainer.resume=true" in stopped.stdout + stopped.stderr
     assert "Traceback" not in stopped.stderr
