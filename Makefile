@@ -33,8 +33,11 @@ eval: $(STAMP) | $(DEMO)/singlecoil_train
 	if [ -z "$$run" ]; then echo "no checkpoint under $(RUNS)/train/: run 'make train' first" >&2; exit 2; fi; \
 	$(BIN)/mri-recon-eval checkpoint=$$run $(ARGS)
 
+# Serves on this machine only (reach it from elsewhere with `ssh -L 6006:localhost:6006 HOST`);
+# `make tensorboard TB_HOST=0.0.0.0` serves on every interface, to anyone who can reach the port.
+TB_HOST ?= localhost
 tensorboard: $(STAMP)
-	$(BIN)/tensorboard --logdir $(RUNS) --bind_all
+	$(BIN)/tensorboard --logdir $(RUNS) --host $(TB_HOST)
 
 test: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from mri_recon.checkpoints import load_checkpoint
 from mri_recon.errors import UserError
 from mri_recon.evaluation.reports import write_volume
 from mri_recon.files import atomic_path
-from mri_recon.training.checkpointing import load_checkpoint, save_checkpoint
+from mri_recon.training.checkpointing import save_checkpoint
 
 from .conftest import TINY_TRAIN, run_cli, train_in_process
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mri_recon import runtime
+from mri_recon.checkpoints import load_checkpoint
 from mri_recon.errors import UserError
 from mri_recon.runtime import Runtime
-from mri_recon.training.checkpointing import load_checkpoint
 from mri_recon.training.settings import check_config
 
 from .conftest import compose_config, train_in_process

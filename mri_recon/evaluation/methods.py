@@ -2,18 +2,17 @@
 
 import time
 
-import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from mri_recon.baselines.tv import tv_settings, tv_volume
+from mri_recon.checkpoints import load_model
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError
 from mri_recon.reconstruct import predict, unnormalize
 from mri_recon.runtime import Runtime
-from mri_recon.training.checkpointing import load_checkpoint
 
 METHODS = ("zero_filled", "tv", "unet")
 
@@ -24,20 +23,14 @@ def check_methods(methods: list[str]) -> None:
             raise UserError(f"method: expected entries from {list(METHODS)}, got {method!r}")
 
 
-def load_model(checkpoint: str | None, device: torch.device) -> tuple[nn.Module, DictConfig]:
-    """The checkpoint's U-Net (eval mode, on ``device``) and the config it was trained with."""
+def model_for(checkpoint: str | None, device: torch.device) -> tuple[nn.Module, DictConfig]:
+    """The checkpoint's (or weights file's) model, eval mode on ``device``, and its config."""
     if checkpoint is None:
         raise UserError(
-            "method unet needs checkpoint=PATH (a best.pt or last.pt of mri-recon-train)"
+            "method unet needs checkpoint=PATH (a best.pt or last.pt of mri-recon-train, "
+            "or a .safetensors file of mri-recon-share)"
         )
-    state = load_checkpoint(checkpoint)
-    train_cfg = OmegaConf.create(state["config"])
-    model = hydra.utils.instantiate(train_cfg.model)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise UserError(f"checkpoint {checkpoint}: weights do not fit its model config") from error
-    return model.to(device).eval(), train_cfg
+    return load_model(checkpoint, device)
 
 
 class Reconstructor:

@@ -15,14 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from mri_recon import distributed
+from mri_recon.checkpoints import merge_saved_config
 from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.loaders import fixed_mask_datasets, volume_loader
-from mri_recon.evaluation.methods import METHODS, Reconstructor, check_methods, load_model
+from mri_recon.evaluation.methods import METHODS, Reconstructor, check_methods, model_for
 from mri_recon.evaluation.reports import save_figure, write_report, write_volume
 from mri_recon.metrics import METRICS, summarize, volume_metrics
 from mri_recon.reconstruct import unnormalize
 from mri_recon.runtime import Runtime
-from mri_recon.training.checkpointing import merge_saved_config
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     try:
         model, train_cfg = (None, None)
         if "unet" in methods:
-            model, train_cfg = load_model(cfg.checkpoint, runtime.device)
+            model, train_cfg = model_for(cfg.checkpoint, runtime.device)
         cfg = OmegaConf.merge(cfg, {"data": data_config(cfg, train_cfg)})
         reconstructor = Reconstructor(cfg, methods, model, runtime)
         datasets = list(fixed_mask_datasets(cfg.data, cfg.mask, cfg.split, "tv" in methods))

@@ -1,7 +1,8 @@
 """Checkpoints: written atomically, holding everything needed to continue a run exactly; resume.
 
 A checkpoint is ``TrainState.state_dict()``: model, optimizer, scheduler, progress counters, RNG
-states and the resolved config of the run.
+states and the resolved config of the run, all plain types and tensors, so that it loads with
+``torch.load(weights_only=True)`` (reading it is ``mri_recon.checkpoints``).
 """
 
 import os
@@ -11,9 +12,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mri_recon import distributed
+from mri_recon.checkpoints import check_config, load_checkpoint, merge_saved_config
 from mri_recon.errors import UserError
 from mri_recon.files import atomic_path
 
@@ -23,9 +25,11 @@ RESUMABLE_OVERRIDES = ("trainer.", "data.root", "data.num_workers", "data.cache_
 
 def rng_states() -> dict[str, Any]:
     """Every random state the training loop draws from."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
     states = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # As plain values and a tensor, so that loading needs no numpy types.
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -36,7 +40,8 @@ def rng_states() -> dict[str, Any]:
 def restore_rng_states(states: dict[str, Any]) -> None:
     """Undo ``rng_states``."""
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -54,35 +59,6 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
             os.fsync(file.fileno())
     except OSError as error:
         raise UserError(f"could not write checkpoint {path}: {error.strerror or error}") from error
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by ``save_checkpoint`` (on the CPU), with a one-line error."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(
-            f"checkpoint {path} does not exist (expected a .pt file from mri-recon-train)"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise UserError(
-            f"checkpoint {path} is unreadable or corrupt ({type(error).__name__})"
-        ) from error
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise UserError(f"checkpoint {path} is not an mri-recon checkpoint (no model/config)")
-    return state
-
-
-def merge_saved_config(
-    defaults: DictConfig, saved: dict[str, Any] | DictConfig, overrides: list[str]
-) -> DictConfig:
-    """A saved config over today's defaults, with command-line ``overrides`` on top.
-
-    Defaults first, so checkpoints from older versions get the keys added since.
-    """
-    plain = OmegaConf.create(OmegaConf.to_container(defaults))
-    return OmegaConf.merge(plain, saved, OmegaConf.from_dotlist(overrides))
 
 
 def resolve_resume(
@@ -108,6 +84,8 @@ def resolve_resume(
             "hydra.run.dir=<that run's directory> trainer.resume=true)"
         )
     state = load_checkpoint(path)
+    check_config(state["config"], path)
+    state["path"] = str(path)  # for error messages
     kept = [item for item in overrides if item.startswith(RESUMABLE_OVERRIDES)]
     merged = merge_saved_config(cfg, state["config"], kept)
     # Settings of this invocation, not of the run: where to stop and what to resume.

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from mri_recon.checkpoints import load_weights
 from mri_recon.runtime import Runtime
 from mri_recon.training.checkpointing import restore_rng_states, rng_states
 
@@ -79,8 +80,9 @@ class TrainState:
         }
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        """Continue from a checkpoint: weights, optimizer, schedule, counters and RNG states."""
-        self.model.load_state_dict(checkpoint["model"])
+        """Continue from a checkpoint (``resolve_resume``'s, which adds its ``path``): weights,
+        optimizer, schedule, counters and RNG states."""
+        load_weights(self.model, checkpoint["model"], checkpoint["path"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         progress = checkpoint["progress"]
