@@ -36,6 +36,24 @@ METADATA_VERSION = 2
 ATTR_KEYS = ("max", "norm", "acquisition", "patient_id", "acceleration", "num_low_frequency")
 
 
+def write_layout_file(
+    path: Path, arrays: dict[str, np.ndarray], header: bytes, attrs: dict
+) -> None:
+    """Write one fastMRI-layout file atomically (temporary name, then rename).
+
+    arrays: ``kspace`` and, as the file has them, the target (``reconstruction_esc``/``_rss``)
+    and the test ``mask``, in that order; ``header``: the ISMRMRD XML; ``attrs``: ``max``,
+    ``norm``, ``acquisition``, ``patient_id``, and for test files ``acceleration`` and
+    ``num_low_frequency``.
+    """
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
+        for key, array in arrays.items():
+            file.create_dataset(key, data=array)
+        file.create_dataset("ismrmrd_header", data=np.bytes_(header))
+        for key, value in attrs.items():
+            file.attrs[key] = value
+
+
 def split_folder(root: str | Path, challenge: str, split: str) -> Path:
     """The folder of one split: ``root/{challenge}_{split}`` if it exists, else ``root/{split}``.
 

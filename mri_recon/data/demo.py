@@ -23,6 +23,8 @@ import nibabel
 import numpy as np
 from scipy import ndimage
 
+from mri_recon.data.fourier import center_crop, fft2c, target_image
+
 TEMPLATE_FILES = {
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
     "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
@@ -244,25 +246,6 @@ def coil_sensitivities(
     return (maps / center_rss).astype(np.complex64)
 
 
-def fft2c(image: np.ndarray) -> np.ndarray:
-    """Centered orthonormal 2-D FFT over the last two axes (fastmri.fft2c's convention)."""
-    shifted = np.fft.ifftshift(image, axes=(-2, -1))
-    return np.fft.fftshift(np.fft.fft2(shifted, norm="ortho"), axes=(-2, -1))
-
-
-def ifft2c(kspace: np.ndarray) -> np.ndarray:
-    """Centered orthonormal 2-D inverse FFT over the last two axes."""
-    shifted = np.fft.ifftshift(kspace, axes=(-2, -1))
-    return np.fft.fftshift(np.fft.ifft2(shifted, norm="ortho"), axes=(-2, -1))
-
-
-def center_crop(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Crop the last two axes to ``shape`` (H, W) around their centers (fastMRI's centering)."""
-    height, width = array.shape[-2:]
-    top, left = (height - shape[0]) // 2, (width - shape[1]) // 2
-    return array[..., top : top + shape[0], left : left + shape[1]]
-
-
 def truncated_kspace(obj: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The k-space of a finely sampled object, truncated to the acquired matrix ``shape`` (H, W).
 
@@ -309,7 +292,4 @@ def acquire(
     kspace = (kspace + noise[..., 0] + 1j * noise[..., 1]) * measured
     kspace = kspace.astype(np.complex64)
 
-    size = (acq.image_size, acq.image_size)
-    coil_images = np.abs(center_crop(ifft2c(kspace), size))
-    target = np.sqrt((coil_images**2).sum(axis=1)) if acq.num_coils > 1 else coil_images
-    return kspace, target.astype(np.float32)
+    return kspace, target_image(kspace, (acq.image_size, acq.image_size))

@@ -5,17 +5,15 @@ Every split and challenge of ``configs/data_gen.yaml``; the same seed gives byte
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 from fastmri.data.subsample import EquispacedMaskFractionFunc, MaskFunc, RandomMaskFunc
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from mri_recon.data.dataset import TARGET_KEYS
+from mri_recon.data.dataset import TARGET_KEYS, write_layout_file
 from mri_recon.data.demo import Acquisition, acquire, synthesize_slab
 from mri_recon.data.header import build_header
 from mri_recon.errors import UserError
-from mri_recon.files import atomic_path
 
 SPLITS = ("train", "val", "test")
 CHALLENGES = tuple(TARGET_KEYS)
@@ -58,20 +56,6 @@ def test_mask_func(challenge: str, acceleration: int, center_fraction: float) ->
     """The release's test masks: random columns single-coil, equispaced multi-coil."""
     mask_class = RandomMaskFunc if challenge == "singlecoil" else EquispacedMaskFractionFunc
     return mask_class([center_fraction], [acceleration])
-
-
-def write_volume(path: Path, arrays: dict[str, np.ndarray], header: bytes, attrs: dict) -> None:
-    """Write one fastMRI-layout file atomically (temporary name, then rename).
-
-    arrays: ``kspace`` and, as the file has them, the target (``reconstruction_esc``/``_rss``)
-    and the test ``mask``, in that order.
-    """
-    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
-        for key, array in arrays.items():
-            file.create_dataset(key, data=array)
-        file.create_dataset("ismrmrd_header", data=np.bytes_(header))
-        for key, value in attrs.items():
-            file.attrs[key] = value
 
 
 def undersample_for_test(
@@ -119,10 +103,10 @@ def generate(cfg: DictConfig) -> list[Path]:
             if split == "test":
                 kspace, mask, test_attrs = undersample_for_test(kspace, name, challenge, index, cfg)
                 attrs.update(test_attrs)
-                write_volume(folder / name, {"kspace": kspace, "mask": mask}, header, attrs)
+                write_layout_file(folder / name, {"kspace": kspace, "mask": mask}, header, attrs)
             else:
                 attrs.update(max=float(target.max()), norm=float(np.linalg.norm(target)))
                 arrays = {"kspace": kspace, TARGET_KEYS[challenge]: target}
-                write_volume(folder / name, arrays, header, attrs)
+                write_layout_file(folder / name, arrays, header, attrs)
             written.append(folder / name)
     return written
