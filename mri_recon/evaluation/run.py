@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -18,6 +19,8 @@ from mri_recon import distributed
 from mri_recon.checkpoints import merge_saved_config
 from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.loaders import fixed_mask_datasets, volume_loader
+from mri_recon.errors import UserError
+from mri_recon.evaluation.export import FORMATS, export_volumes
 from mri_recon.evaluation.methods import METHODS, Reconstructor, check_methods, model_for
 from mri_recon.evaluation.reports import save_figure, write_report, write_volume
 from mri_recon.metrics import METRICS, summarize, volume_metrics
@@ -50,6 +53,33 @@ def data_config(cfg: DictConfig, train_cfg: DictConfig | None) -> DictConfig:
     return merged.data
 
 
+def check_export(formats: list[str]) -> None:
+    for name in formats:
+        if name not in FORMATS:
+            raise UserError(f"export: expected entries from {list(FORMATS)}, got {name!r}")
+
+
+def save_volumes(
+    cfg: DictConfig,
+    run_dir: Path,
+    dataset: SliceDataset,
+    name: str,
+    acceleration: int,
+    volumes: dict[str, np.ndarray],
+    submission_files: bool,
+) -> None:
+    """Write one volume's reconstructions: fastMRI .h5 files if ``submission_files``, and
+    NIfTI and DICOM as ``cfg.export`` asks."""
+    if submission_files:
+        for method, volume in volumes.items():
+            write_volume(run_dir / "reconstructions" / method / str(acceleration) / name, volume)
+    if cfg.export:
+        source = next(path for path, _ in dataset.slices if path.name == name)
+        patient_id = str(dataset.metadata[name].get("patient_id", ""))
+        formats = list(cfg.export)
+        export_volumes(run_dir / "export", acceleration, formats, source, patient_id, volumes)
+
+
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate every method at every acceleration; return the ``results`` of metrics.json.
 
@@ -58,6 +88,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     methods = list(cfg.method)
     check_methods(methods)
+    check_export(list(cfg.export))
     runtime = Runtime.create(cfg.device, cfg.precision)
     distributed.setup(runtime.device.type)
     try:
@@ -123,11 +154,7 @@ def evaluate_volumes(
         name = batch.fname[0]
         target = unnormalize(batch.target, batch)
         volumes, seconds = reconstructor(batch, acceleration)
-        if cfg.save_reconstructions:
-            for method, volume in volumes.items():
-                write_volume(
-                    run_dir / "reconstructions" / method / str(acceleration) / name, volume
-                )
+        save_volumes(cfg, run_dir, dataset, name, acceleration, volumes, cfg.save_reconstructions)
         panel = None
         if name in figure_files:
             middle = target.shape[0] // 2
@@ -179,8 +206,7 @@ def write_test_reconstructions(
         name = batch.fname[0]
         acceleration = int(dataset.metadata[name].get("acceleration", 0))
         volumes, _ = reconstructor(batch, acceleration)
-        for method, volume in volumes.items():
-            write_volume(run_dir / "reconstructions" / method / str(acceleration) / name, volume)
+        save_volumes(cfg, run_dir, dataset, name, acceleration, volumes, submission_files=True)
     log.info(
         "%s holds no targets: wrote reconstructions to %s", cfg.split, run_dir / "reconstructions"
     )
