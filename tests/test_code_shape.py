@@ -10,6 +10,8 @@ ENTRY_MODULES = {
     "mri_recon.train",
     "mri_recon.evaluate",
     "mri_recon.tune_tv",
+    "mri_recon.convert",
+    "mri_recon.share",
     "mri_recon.data.generate",
 }
 MAX_LINES, MAX_PARAMETERS = 60, 6

@@ -66,11 +66,10 @@ def save_volumes(
     name: str,
     acceleration: int,
     volumes: dict[str, np.ndarray],
-    submission_files: bool,
 ) -> None:
-    """Write one volume's reconstructions: fastMRI .h5 files if ``submission_files``, and
-    NIfTI and DICOM as ``cfg.export`` asks."""
-    if submission_files:
+    """Write one volume's reconstructions: fastMRI .h5 files (``save_reconstructions``), NIfTI
+    and DICOM (``export``)."""
+    if cfg.save_reconstructions:
         for method, volume in volumes.items():
             write_volume(run_dir / "reconstructions" / method / str(acceleration) / name, volume)
     if cfg.export:
@@ -154,7 +153,7 @@ def evaluate_volumes(
         name = batch.fname[0]
         target = unnormalize(batch.target, batch)
         volumes, seconds = reconstructor(batch, acceleration)
-        save_volumes(cfg, run_dir, dataset, name, acceleration, volumes, cfg.save_reconstructions)
+        save_volumes(cfg, run_dir, dataset, name, acceleration, volumes)
         panel = None
         if name in figure_files:
             middle = target.shape[0] // 2
@@ -202,11 +201,12 @@ def write_test_reconstructions(
 ) -> None:
     """Test/challenge files: reconstruct with each file's stored mask and acceleration."""
     loader = volume_loader(dataset, cfg.data.num_workers)
+    submission = OmegaConf.merge(cfg, {"save_reconstructions": True})  # the point of a test split
     for batch in tqdm(loader, desc="test volumes", unit="volume"):
         name = batch.fname[0]
         acceleration = int(dataset.metadata[name].get("acceleration", 0))
         volumes, _ = reconstructor(batch, acceleration)
-        save_volumes(cfg, run_dir, dataset, name, acceleration, volumes, submission_files=True)
+        save_volumes(submission, run_dir, dataset, name, acceleration, volumes)
     log.info(
         "%s holds no targets: wrote reconstructions to %s", cfg.split, run_dir / "reconstructions"
     )
