@@ -30,7 +30,8 @@ from mri_recon.evaluation.run import evaluate
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of `mri-recon-eval`."""
     distributed.adopt_submitit_environment()
-    evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    evaluate(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
 
 
 def cli() -> None:

@@ -12,7 +12,6 @@ best.pt (by validation SSIM), train.log and metrics.json (final validation metri
 itself is mri_recon/training/loop.py.
 """
 
-import json
 import logging
 import signal
 import sys
@@ -26,7 +25,6 @@ from omegaconf import DictConfig
 from mri_recon import distributed
 from mri_recon.config import CONFIG_DIR, PROJECT_DIR, check_overrides
 from mri_recon.errors import report_user_errors
-from mri_recon.files import atomic_path
 from mri_recon.training.loop import TrainingDiverged, fit
 
 log = logging.getLogger(__name__)
@@ -48,10 +46,8 @@ def main(cfg: DictConfig) -> float | None:
     except TrainingDiverged as error:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise
-        # In a sweep a diverged setting is a result: record it and go on with the next job.
+        # In a sweep a diverged setting is a result (metrics.json says so): go on with the next job.
         log.error("%s", error)
-        with atomic_path(run_dir / "metrics.json") as temporary:
-            temporary.write_text(json.dumps({"diverged": str(error)}, indent=2))
         return None
     if result.stopped_by is not None:
         handler = signal.getsignal(result.stopped_by)  # what handled it before training

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -41,9 +40,8 @@ class VolumeResult(NamedTuple):
     panel: dict[str, Any] | None
 
 
-def data_config(cfg: DictConfig, train_cfg: DictConfig | None) -> DictConfig:
-    """The checkpoint's data config, with this command line's ``data`` overrides on top."""
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+def data_config(cfg: DictConfig, train_cfg: DictConfig | None, overrides: list[str]) -> DictConfig:
+    """The checkpoint's data config, with the command line's ``data`` overrides on top."""
     if train_cfg is None or any(item.startswith("data=") for item in overrides):
         return cfg.data
     data_overrides = [item for item in overrides if item.startswith("data.")]
@@ -79,8 +77,11 @@ def save_volumes(
         export_volumes(run_dir / "export", acceleration, formats, source, patient_id, volumes)
 
 
-def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Evaluate every method at every acceleration; return the ``results`` of metrics.json.
+
+    ``overrides`` are the command line's (``key=value``): the checkpoint's data config is used,
+    with the ``data`` ones applied on top (``data=<preset>`` replaces it).
 
     Test/challenge folders (no targets) are reconstructed with their stored masks and only the
     files are written.
@@ -94,7 +95,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         model, train_cfg = (None, None)
         if "unet" in methods:
             model, train_cfg = model_for(cfg.checkpoint, runtime.device)
-        cfg = OmegaConf.merge(cfg, {"data": data_config(cfg, train_cfg)})
+        cfg = OmegaConf.merge(cfg, {"data": data_config(cfg, train_cfg, overrides or [])})
         reconstructor = Reconstructor(cfg, methods, model, runtime)
         datasets = list(fixed_mask_datasets(cfg.data, cfg.mask, cfg.split, "tv" in methods))
         if not datasets[0][1].has_targets:  # test/challenge files: their own masks, no metrics

@@ -110,13 +110,22 @@ class Training:
                     metrics = self.end_epoch(epoch, train_loss, start)
                     if self.stop.agreed():  # a stop request that came during validation
                         break
-            if self.stop.stopped:
-                self.reporter.interrupted(state)
-                return TrainingResult(metrics, self.stop.stopped)
-            self.reporter.finish(state, metrics)
-            return TrainingResult(metrics, None)
+            return self.finish(metrics)
+        except TrainingDiverged as error:
+            self.reporter.write_metrics(state, {}, diverged=str(error))
+            raise
         finally:
             self.reporter.close()
+
+    def finish(self, metrics: dict[str, Any]) -> TrainingResult:
+        """The one way a run ends: metrics.json once every epoch is done, else (a stop signal,
+        ``stop_after_epoch``) the line that says how to resume."""
+        state = self.state
+        if state.epoch >= self.trainer.max_epochs and self.stop.stopped is None:
+            self.reporter.write_metrics(state, metrics)
+        else:
+            self.reporter.resume_hint(state, self.stop.stopped)
+        return TrainingResult(metrics, self.stop.stopped)
 
     def train_epoch(self, epoch: int) -> float | None:
         """One pass over the training slices; the mean L1 loss of its steps (nan if none).
@@ -165,16 +174,17 @@ class Training:
             )
 
     def end_epoch(self, epoch: int, train_loss: float, start: float) -> dict[str, Any]:
-        """Validate, report, then write best.pt (if SSIM improved) and last.pt."""
+        """Validate, count the epoch, report it, then write best.pt (if SSIM improved) and
+        last.pt (reported first: a checkpoint never runs ahead of its epoch's events)."""
         state = self.state
         result = validate(state.model, self.data.val_loader, self.runtime, self.panel_keys)
         seconds = time.perf_counter() - start  # training + validation
-        self.reporter.epoch(state, result.metrics, result.panels, seconds)
         state.epoch, state.batches_done = epoch + 1, 0
-        ssim = result.metrics["SSIM"]["mean"]
-        if ssim > state.best_ssim:
-            state.best_ssim, state.best_epoch = ssim, epoch + 1
+        best = result.metrics["SSIM"]["mean"] > state.best_ssim
+        if best:
+            state.best_ssim, state.best_epoch = result.metrics["SSIM"]["mean"], epoch + 1
+        self.reporter.epoch(state, train_loss, result, seconds)
+        if best:
             self.checkpoints.save(state.state_dict(), "best.pt")
         self.checkpoints.save(state.state_dict(), "last.pt")
-        self.reporter.epoch_line(state, train_loss, result.metrics, seconds)
         return result.metrics

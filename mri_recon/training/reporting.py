@@ -5,6 +5,7 @@ Only rank 0 writes; other ranks get a ``Reporter`` whose writer does nothing.
 
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from mri_recon.metrics import METRICS
 from mri_recon.models.unet import count_parameters
 from mri_recon.runtime import Runtime
 from mri_recon.training.state import TrainState
-from mri_recon.training.validation import Panel
+from mri_recon.training.validation import ValidationResult
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +76,16 @@ class Reporter:
         self.window_start, self.window_slices = time.perf_counter(), 0
 
     def epoch(
-        self, state: TrainState, metrics: dict[str, Any], panels: list[Panel], seconds: float
+        self, state: TrainState, train_loss: float, result: ValidationResult, seconds: float
     ) -> None:
-        """Validation scalars, panels and the epoch's seconds (training + validation) at the
-        global step, so they line up with train/*; flushed before the epoch's checkpoint."""
-        step = state.global_step
+        """The epoch's report, after ``state`` counts it: validation scalars, panels and the
+        epoch's seconds (training + validation) at the global step, so they line up with
+        train/*, flushed; then the log line."""
+        step, metrics = state.global_step, result.metrics
         for name in ("loss", *METRICS):
             value = metrics[name] if name == "loss" else metrics[name]["mean"]
             self.writer.add_scalar(f"val/{name}", value, step)
-        for panel in panels:  # target | zero-filled | U-Net | |error|
+        for panel in result.panels:  # target | zero-filled | U-Net | |error|
             images = [panel.target, panel.zero_filled, panel.output]
             strip = np.concatenate([*images, np.abs(panel.target - panel.output)], axis=1)
             self.writer.add_image(
@@ -94,11 +96,6 @@ class Reporter:
             )
         self.writer.add_scalar("time/epoch_seconds", seconds, step)
         self.writer.flush()
-
-    def epoch_line(
-        self, state: TrainState, train_loss: float, metrics: dict[str, Any], seconds: float
-    ) -> None:
-        """The epoch's log line (after ``state.epoch`` counts it)."""
         log.info(
             "epoch %d/%d  train loss %.4f  val loss %.4f  SSIM %.4f  PSNR %.2f  NMSE %.4f  %.0fs%s",
             state.epoch,
@@ -112,45 +109,56 @@ class Reporter:
             "  (best)" if state.best_epoch == state.epoch else "",
         )
 
-    def interrupted(self, state: TrainState) -> None:
-        log.warning(
-            "stopped at epoch %d, step %d; checkpoint written. Resume with: "
-            "mri-recon-train hydra.run.dir=%s trainer.resume=true",
-            state.epoch + 1,
-            state.global_step,
+    def resume_hint(self, state: TrainState, signum: signal.Signals | None) -> None:
+        """The line that says how to continue a run that stopped before its last epoch."""
+        where = (
+            f"in epoch {state.epoch + 1} at step {state.global_step}"
+            if state.batches_done
+            else f"after epoch {state.epoch} (step {state.global_step})"
+        )
+        log.log(
+            logging.WARNING if signum else logging.INFO,
+            "stopped %s%s; checkpoint written. Resume with: mri-recon-train hydra.run.dir=%s "
+            "trainer.resume=true",
+            where,
+            f" by {signum.name}" if signum else "",
             self.run_dir,
         )
 
-    def finish(self, state: TrainState, metrics: dict[str, Any]) -> None:
-        """metrics.json and the hparams table once the last epoch is done; a resume hint if not."""
+    def write_metrics(
+        self, state: TrainState, metrics: dict[str, Any], diverged: str | None = None
+    ) -> None:
+        """metrics.json (rank 0), the run's one record of how it ended: the last validation
+        metrics (``val``), the best epoch and the main settings, and for a run that diverged
+        the reason (``diverged``); with the metrics, the hparams table in TensorBoard."""
+        if not distributed.is_main():
+            return
         cfg = self.cfg
-        if state.epoch < cfg.trainer.max_epochs:
-            log.info(
-                "stopped after epoch %d; continue with: mri-recon-train hydra.run.dir=%s "
-                "trainer.resume=true",
-                state.epoch,
-                self.run_dir,
-            )
-        elif metrics and distributed.is_main():
-            hparams = {
-                "lr": cfg.optimizer.lr,
-                "optimizer": cfg.optimizer._target_.split(".")[-1],
-                "norm": cfg.model.norm,
-                "chans": cfg.model.chans,
-                "batch_size": cfg.data.batch_size,
-                "epochs": cfg.trainer.max_epochs,
-            }
-            result = {
-                "epoch": state.epoch,
-                "val": metrics,
-                "best": {"epoch": state.best_epoch, "SSIM": state.best_ssim},
-                "hparams": hparams,
-            }
-            with atomic_path(self.run_dir / "metrics.json") as temporary:
-                temporary.write_text(json.dumps(result, indent=2))
+        hparams = {
+            "lr": cfg.optimizer.lr,
+            "optimizer": cfg.optimizer._target_.split(".")[-1],
+            "norm": cfg.model.norm,
+            "chans": cfg.model.chans,
+            "batch_size": cfg.data.batch_size,
+            "epochs": cfg.trainer.max_epochs,
+        }
+        result = {
+            "epoch": state.epoch,
+            "val": metrics,
+            "best": {
+                "epoch": state.best_epoch,
+                "SSIM": state.best_ssim if state.best_epoch is not None else None,
+            },
+            "hparams": hparams,
+        }
+        if diverged is not None:
+            result["diverged"] = diverged
+        with atomic_path(self.run_dir / "metrics.json") as temporary:
+            temporary.write_text(json.dumps(result, indent=2))
+        if metrics:
             scores = {f"hparam/{m}": metrics[m]["mean"] for m in METRICS}
             self.writer.add_hparams(hparams, scores, run_name=".")
-            log.info("done: metrics in %s", self.run_dir / "metrics.json")
+        log.info("metrics in %s", self.run_dir / "metrics.json")
 
     def close(self) -> None:
         self.writer.close()
