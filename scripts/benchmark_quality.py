@@ -36,6 +36,7 @@ from benchmark_train import as_images, batches, train_config
 from omegaconf import DictConfig, OmegaConf
 
 from mri_recon.data.loaders import TrainingData, fixed_mask_datasets, volume_loader
+from mri_recon.data.transforms import Sample
 from mri_recon.metrics import volume_metrics
 from mri_recon.reconstruct import predict, unnormalize
 from mri_recon.runtime import Runtime, cpu_has_native_bf16
@@ -109,7 +110,7 @@ def steps_per_second(make: Callable[..., Recipe], cfg: DictConfig, runtime: Runt
     for step in range(11):
         if step == 3:
             start = time.perf_counter()
-        train_step(recipe.state, *as_images(next(stream)), runtime, recipe.clip)
+        train_step(recipe.state, Sample(*as_images(next(stream))), runtime, recipe.clip)
     return 8 / (time.perf_counter() - start)
 
 
@@ -118,7 +119,7 @@ def train_for(recipe: Recipe, runtime: Runtime, seconds: float) -> None:
     clock, stream = 0.0, batches(recipe.loader)
     while clock < seconds:
         start = time.perf_counter()
-        train_step(recipe.state, *as_images(next(stream)), runtime, recipe.clip)
+        train_step(recipe.state, Sample(*as_images(next(stream))), runtime, recipe.clip)
         clock += time.perf_counter() - start
 
 

@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.dataset import split_folder
 from mri_recon.data.loaders import TrainingData
+from mri_recon.data.transforms import Sample
 from mri_recon.models.unet import count_parameters
 from mri_recon.runtime import Runtime
 from mri_recon.schedulers import constant
@@ -69,7 +70,7 @@ def slices_per_second(
         if step == warmup:
             start = time.perf_counter()
         images, targets = as_images(next(stream))
-        train_step(state, images, targets, runtime, clip)
+        train_step(state, Sample(images, targets), runtime, clip)
         done += images.shape[0] if step >= warmup else 0
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
@@ -147,7 +148,7 @@ def step_milliseconds(
 ) -> float:
     """Milliseconds of one ``train_step`` on a batch already in memory (no data loading)."""
     start = time.perf_counter()
-    train_step(state, *batch, runtime, clip)
+    train_step(state, Sample(*batch), runtime, clip)
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
     return 1000 * (time.perf_counter() - start)

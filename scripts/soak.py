@@ -49,7 +49,7 @@ def soak(root: Path, challenge: str, epochs: int, num_workers: int, train: bool)
     for _ in range(epochs):
         for batch in loader:
             if train:  # the step training runs
-                train_step(state, batch.image, batch.target, runtime, clip=1.0)
+                train_step(state, batch, runtime, clip=1.0)
         samples.append(resident_mb())
     return samples
 

@@ -42,7 +42,7 @@ def test_step_updates_and_a_non_finite_step_changes_nothing(
     runtime = Runtime.create("cpu", "32")
     batch = next(iter(data.train_loader))
     before = {k: v.clone() for k, v in state.model.state_dict().items()}
-    result = train_step(state, batch.image, batch.target, runtime, clip=1.0)
+    result = train_step(state, batch, runtime, clip=1.0)
     assert result.applied and result.loss > 0
     assert state.scheduler.last_epoch == 1
     changed = state.model.state_dict()
@@ -50,7 +50,7 @@ def test_step_updates_and_a_non_finite_step_changes_nothing(
 
     after_one = {k: v.clone() for k, v in changed.items()}
     moments = {k: v.clone() for k, v in state.optimizer.state_dict()["state"][0].items()}
-    bad = train_step(state, batch.image * float("nan"), batch.target, runtime, clip=1.0)
+    bad = train_step(state, batch._replace(image=batch.image * float("nan")), runtime, clip=1.0)
     assert not bad.applied
     assert state.scheduler.last_epoch == 1
     for k, v in state.model.state_dict().items():
@@ -78,7 +78,7 @@ def test_validation_is_one_pass_and_its_panels_are_its_outputs(
     keys = panel_slices(data.val_set, 3)
     calls = []
     state.model.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
-    result = validate(state.model, data.val_loader, runtime, keys)
+    result = validate(state, data.val_loader, runtime, keys)
     assert sum(calls) == len(data.val_set)  # every slice through the model exactly once
     assert [(p.fname, p.slice_num) for p in result.panels] == keys
     assert set(result.per_volume) == {path.name for path, _ in data.val_set.slices}

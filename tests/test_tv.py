@@ -12,14 +12,13 @@ from mri_recon.baselines.tv import (
     SenseOperator,
     TVSettings,
     estimate_sensitivities,
-    fft2c,
     gradient,
     gradient_adjoint,
-    ifft2c,
     solve_tv,
     tv_objective,
     tv_reconstruct,
 )
+from mri_recon.fourier import fft2c, ifft2c
 
 SIZE = 64
 

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError
+from mri_recon.fourier import fft2c, ifft2c
 
 CHECK_EVERY = 5  # iterations between convergence checks
 
@@ -44,18 +45,6 @@ class TVSettings:
     iterations: int
     tolerance: float  # stop a slice when both ADMM residuals are below this (relative); 0: never
     rho_per_lam: float = 10.0  # ADMM penalty rho = rho_per_lam * lam
-
-
-def fft2c(x: torch.Tensor) -> torch.Tensor:
-    """Centered orthonormal 2-D FFT over the last two dimensions of a complex tensor."""
-    x = torch.fft.ifftshift(x, dim=(-2, -1))
-    return torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1))
-
-
-def ifft2c(k: torch.Tensor) -> torch.Tensor:
-    """Centered orthonormal 2-D inverse FFT over the last two dimensions of a complex tensor."""
-    k = torch.fft.ifftshift(k, dim=(-2, -1))
-    return torch.fft.fftshift(torch.fft.ifft2(k, norm="ortho"), dim=(-2, -1))
 
 
 def gradient(x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from mri_recon.data.transforms import (
     device_collate,
 )
 from mri_recon.errors import UserError
+from mri_recon.models.interface import model_takes
 from mri_recon.runtime import epoch_seed
 
 
@@ -124,12 +125,12 @@ def build_loader(
     pin_memory: bool = False,
     sampler: torch.utils.data.Sampler | None = None,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader whose workers each draw their own training masks (``on_device`` samples
+    """A DataLoader whose workers each draw their own training masks (samples holding k-space
     collated so that k-space of different widths can share a batch)."""
-    on_device = getattr(slice_transform(dataset), "on_device", False)
+    keep_kspace = getattr(slice_transform(dataset), "keep_kspace", False)
     return torch.utils.data.DataLoader(
         dataset,
-        collate_fn=device_collate if on_device else None,
+        collate_fn=device_collate if keep_kspace else None,
         batch_size=data_cfg.batch_size,
         shuffle=shuffle,
         sampler=sampler,
@@ -184,6 +185,7 @@ class DeviceBatches:
 class TrainingData:
     """The training and validation splits of a run and their loaders.
 
+    Samples hold the masked k-space, mask and center-line count when the model takes k-space.
     Training batches are shuffled with a per-epoch seed (sharded per rank under torchrun) and
     masked with random masks; validation uses file-seeded masks and, under torchrun, each rank
     validates its own whole volumes. With ``data.transform_on`` = device (``auto`` on CUDA), the
@@ -193,11 +195,12 @@ class TrainingData:
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.seed = cfg.seed
         on_device = transform_on_device(cfg.data.transform_on, device)
+        kspace = model_takes(cfg.model) == "kspace"  # the model needs the masked k-space
         self.train_set = build_dataset(
-            cfg.data, cfg.data.train_split, build_mask_func(cfg.mask), False, on_device=on_device
+            cfg.data, cfg.data.train_split, build_mask_func(cfg.mask), False, kspace, on_device
         )
         self.val_set = build_dataset(
-            cfg.data, cfg.data.val_split, build_mask_func(cfg.mask), True, on_device=on_device
+            cfg.data, cfg.data.val_split, build_mask_func(cfg.mask), True, kspace, on_device
         )
         self.generator = torch.Generator()
         self.sampler = None

@@ -23,6 +23,7 @@ from fastmri.data.subsample import MaskFunc
 from fastmri.data.transforms import center_crop
 
 NORMALIZE_EPS = 1e-11
+EMPTY = torch.zeros(0)  # a field a sample does not carry (never written to)
 
 
 class Sample(NamedTuple):
@@ -36,18 +37,23 @@ class Sample(NamedTuple):
     fname, slice_num: where the slice came from.
     max_value: the volume's maximum (attrs["max"]), 0.0 when the file has none.
     masked_kspace: (H, W) or (coils, H, W) complex64 masked k-space, and mask: (W,) the sampled
-        columns, both only with ``keep_kspace=True`` (the TV baseline) or ``on_device``, else (0,).
+        columns, both only with ``keep_kspace=True`` (k-space models, the TV baseline) or
+        ``on_device``, else (0,).
+    num_low_frequencies: the fully sampled center columns of the mask (0: not known).
+
+    Only image and target are required: a batch made elsewhere (a benchmark's) can be just those.
     """
 
     image: torch.Tensor
     target: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-    fname: str
-    slice_num: int
-    max_value: float
-    masked_kspace: torch.Tensor
-    mask: torch.Tensor
+    mean: torch.Tensor = EMPTY
+    std: torch.Tensor = EMPTY
+    fname: str = ""
+    slice_num: int = 0
+    max_value: float = 0.0
+    masked_kspace: torch.Tensor = EMPTY
+    mask: torch.Tensor = EMPTY
+    num_low_frequencies: int = 0
 
 
 def file_seed(fname: str) -> tuple[int, ...]:
@@ -182,18 +188,20 @@ class ZeroFilledTransform:
 
     def columns(
         self, width: int, mask: np.ndarray | None, attrs: dict[str, Any], fname: str
-    ) -> torch.Tensor:
-        """(W,) float32 sampled columns: the stored mask, else one drawn exactly as fastmri's
-        ``apply_mask`` draws it (padding columns zeroed), else all columns."""
+    ) -> tuple[torch.Tensor, int]:
+        """(W,) float32 sampled columns and how many center columns are fully sampled: the
+        stored mask (and ``num_low_frequency`` attr), else one drawn exactly as fastmri's
+        ``apply_mask`` draws it (padding columns zeroed), else all columns (0: unknown)."""
         if mask is not None:
-            return torch.from_numpy(np.asarray(mask, dtype=np.float32))
+            stored = int(attrs.get("num_low_frequency", 0))
+            return torch.from_numpy(np.asarray(mask, dtype=np.float32)), stored
         if self.mask_func is None:
-            return torch.ones(width)
+            return torch.ones(width), 0
         seed = file_seed(fname) if self.fixed_masks else None
-        drawn, _ = self.mask_func((1, 1, width, 2), None, seed)
+        drawn, num_low = self.mask_func((1, 1, width, 2), None, seed)
         drawn[..., : attrs["padding_left"], :] = 0
         drawn[..., attrs["padding_right"] :, :] = 0
-        return drawn.reshape(width).float()
+        return drawn.reshape(width).float(), int(num_low)
 
     def __call__(
         self,
@@ -212,7 +220,7 @@ class ZeroFilledTransform:
             attrs: file attributes plus the header's padding_left/padding_right/recon_size.
         """
         kspace = np.asarray(kspace, dtype=np.complex64)
-        columns = self.columns(kspace.shape[-1], mask, attrs, fname)
+        columns, num_low = self.columns(kspace.shape[-1], mask, attrs, fname)
         crop = crop_size(kspace.shape[-1], target, attrs)
         target_t = torch.zeros(0)
         if target is not None:
@@ -234,6 +242,7 @@ class ZeroFilledTransform:
             max_value=float(attrs.get("max", 0.0)),
             masked_kspace=torch.from_numpy(kspace * columns.numpy()) if self.keep_kspace else empty,
             mask=columns if self.keep_kspace else empty,
+            num_low_frequencies=num_low,
         )
 
 
@@ -272,8 +281,9 @@ class DeviceTransform:
 
 
 def device_collate(samples: list[Sample]) -> Sample:
-    """Collate ``on_device`` samples; k-space of different widths (release knee files are 368
-    or 372 wide) stays a list of (…, H, W) tensors, which ``DeviceTransform`` takes one by one."""
+    """Collate samples holding k-space; k-space of different widths (release knee files are 368
+    or 372 wide) stays a list of (…, H, W) tensors, which ``DeviceTransform`` and k-space
+    models take one by one."""
     if len({tuple(sample.masked_kspace.shape) for sample in samples}) == 1:
         return torch.utils.data.default_collate(samples)
     empty = torch.zeros(0)

@@ -11,6 +11,7 @@ import numpy as np
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
+from mri_recon.evaluation.methods import checkpoint_list
 from mri_recon.files import atomic_path
 from mri_recon.metrics import METRICS
 
@@ -32,7 +33,7 @@ def write_report(
     summary = {
         "split": cfg.split,
         "num_volumes": len(volumes),
-        "checkpoint": cfg.checkpoint,
+        "checkpoints": checkpoint_list(cfg.checkpoint),
         "results": results,
     }
     with atomic_path(run_dir / "metrics.json") as temporary:
@@ -45,7 +46,8 @@ def write_report(
         writer.writerows(rows)
     lines = [f"# Evaluation on `{cfg.split}` ({len(volumes)} volumes)", ""]
     if cfg.checkpoint:
-        lines += [f"Checkpoint: `{cfg.checkpoint}`", ""]
+        paths = ", ".join(f"`{path}`" for path in checkpoint_list(cfg.checkpoint))
+        lines += [f"Checkpoints: {paths}", ""]
     for acceleration, by_method in results.items():
         lines += [
             f"## {acceleration}x",

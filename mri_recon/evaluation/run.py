@@ -20,7 +20,13 @@ from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.loaders import fixed_mask_datasets, volume_loader
 from mri_recon.errors import UserError
 from mri_recon.evaluation.export import FORMATS, export_volumes
-from mri_recon.evaluation.methods import METHODS, Reconstructor, check_methods, model_for
+from mri_recon.evaluation.methods import (
+    BASELINES,
+    Reconstructor,
+    checkpoint_list,
+    load_learned,
+    resolve_methods,
+)
 from mri_recon.evaluation.reports import save_figure, write_report, write_volume
 from mri_recon.metrics import METRICS, summarize, volume_metrics
 from mri_recon.reconstruct import unnormalize
@@ -86,18 +92,20 @@ def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None)
     Test/challenge folders (no targets) are reconstructed with their stored masks and only the
     files are written.
     """
-    methods = list(cfg.method)
-    check_methods(methods)
     check_export(list(cfg.export))
     runtime = Runtime.create(cfg.device, cfg.precision)
     distributed.setup(runtime.device.type)
     try:
-        model, train_cfg = (None, None)
-        if "unet" in methods:
-            model, train_cfg = model_for(cfg.checkpoint, runtime.device)
+        learned = {}
+        if any(method not in BASELINES for method in cfg.method):
+            learned = load_learned(checkpoint_list(cfg.checkpoint), runtime.device)
+        methods = resolve_methods(list(cfg.method), list(learned))
+        models = {name: model for name, (model, _) in learned.items() if name in methods}
+        train_cfg = next((train_cfg for _, train_cfg in learned.values()), None)
         cfg = OmegaConf.merge(cfg, {"data": data_config(cfg, train_cfg, overrides or [])})
-        reconstructor = Reconstructor(cfg, methods, model, runtime)
-        datasets = list(fixed_mask_datasets(cfg.data, cfg.mask, cfg.split, "tv" in methods))
+        reconstructor = Reconstructor(cfg, methods, models, runtime)
+        kspace = "tv" in methods or any(model.takes == "kspace" for model in models.values())
+        datasets = list(fixed_mask_datasets(cfg.data, cfg.mask, cfg.split, kspace))
         if not datasets[0][1].has_targets:  # test/challenge files: their own masks, no metrics
             write_test_reconstructions(cfg, run_dir, datasets[0][1], reconstructor)
             if distributed.is_main():
@@ -118,7 +126,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None)
                     **r.metrics[method],
                 }
                 for r in records
-                for method in sorted(r.metrics, key=METHODS.index)
+                for method in methods
             ]
             panels += [r.panel for r in records if r.panel is not None]
         if distributed.is_main():

@@ -69,8 +69,11 @@ class Unet(nn.Module):
     """Encoder-decoder with skip connections (Ronneberger et al.; fastMRI's layout).
 
     Input (N, in_chans, H, W), output (N, out_chans, H, W), any H and W: the input is padded to a
-    multiple of 2**num_pool_layers and the output cropped back.
+    multiple of 2**num_pool_layers and the output cropped back. An image model: ``takes`` the
+    normalized zero-filled image (``models.interface``).
     """
+
+    takes = "image"
 
     def __init__(
         self,

@@ -128,7 +128,7 @@ class Training:
         return TrainingResult(metrics, self.stop.stopped)
 
     def train_epoch(self, epoch: int) -> float | None:
-        """One pass over the training slices; the mean L1 loss of its steps (nan if none).
+        """One pass over the training slices; the mean loss of its steps (nan if none).
 
         After a stop request the step finishes, last.pt is written and None returned.
         """
@@ -140,7 +140,7 @@ class Training:
         for index, batch in enumerate(bar):
             if index < state.batches_done:  # replaying a partly finished epoch after a resume
                 continue
-            result = train_step(state, batch.image, batch.target, self.runtime, clip)
+            result = train_step(state, batch, self.runtime, clip)
             state.batches_done = index + 1
             if not result.applied:
                 self.skip_bad_step(result.loss)
@@ -177,7 +177,7 @@ class Training:
         """Validate, count the epoch, report it, then write best.pt (if SSIM improved) and
         last.pt (reported first: a checkpoint never runs ahead of its epoch's events)."""
         state = self.state
-        result = validate(state.model, self.data.val_loader, self.runtime, self.panel_keys)
+        result = validate(state, self.data.val_loader, self.runtime, self.panel_keys)
         seconds = time.perf_counter() - start  # training + validation
         state.epoch, state.batches_done = epoch + 1, 0
         best = result.metrics["SSIM"]["mean"] > state.best_ssim

@@ -52,7 +52,8 @@ class Reporter:
         """Log where the run writes and what it trains."""
         log.info("run directory: %s", self.run_dir)
         log.info(
-            "U-Net (%s norm): %s parameters; device %s",
+            "%s (%s norm): %s parameters; device %s",
+            type(state.model).__name__,
             self.cfg.model.norm,
             f"{count_parameters(state.model):,}",
             runtime.describe(),
@@ -85,7 +86,7 @@ class Reporter:
         for name in ("loss", *METRICS):
             value = metrics[name] if name == "loss" else metrics[name]["mean"]
             self.writer.add_scalar(f"val/{name}", value, step)
-        for panel in result.panels:  # target | zero-filled | U-Net | |error|
+        for panel in result.panels:  # target | zero-filled | model | |error|
             images = [panel.target, panel.zero_filled, panel.output]
             strip = np.concatenate([*images, np.abs(panel.target - panel.output)], axis=1)
             self.writer.add_image(

@@ -20,13 +20,38 @@ NUMBER_RULES = [  # key, integer?, valid, what is expected
     ("model.num_pool_layers", True, lambda v: v >= 0, "an integer >= 0"),
     ("model.groups", True, lambda v: v >= 1, "an integer >= 1"),
     ("model.drop_prob", False, lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+    ("model.num_cascades", True, lambda v: v >= 1, "an integer >= 1"),
+    ("model.sens_chans", True, lambda v: v >= 1, "an integer >= 1"),
+    ("model.sens_pool_layers", True, lambda v: v >= 0, "an integer >= 0"),
 ]
+# Model keys whose layers get GroupNorm with ``model.groups`` groups.
+WIDTH_KEYS = ("chans", "sens_chans")
+
+
+def check_model(model: DictConfig, challenge: str) -> None:
+    """Raise UserError for a model setting that cannot work (the rules of the keys it has)."""
+    if model.norm not in NORMS:
+        raise UserError(f"model.norm: expected one of {list(NORMS)}, got {model.norm!r}")
+    for key in WIDTH_KEYS:
+        if model.norm == "group" and key in model:
+            try:
+                group_count(model[key], model.groups)
+            except ValueError as error:
+                raise UserError(
+                    f"{error}: choose model.groups dividing model.{key}={model[key]}"
+                ) from error
+    if "challenge" in model and model.challenge != challenge:
+        raise UserError(
+            f"model.challenge: {model.challenge!r}, but data.challenge is {challenge!r} "
+            "(leave model.challenge at ${data.challenge})"
+        )
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise UserError naming the first value that cannot work."""
     for key, integer, valid, expected in NUMBER_RULES:
-        check_value(cfg, key, integer, valid, expected)
+        if not key.startswith("model.") or key.split(".")[1] in cfg.model:
+            check_value(cfg, key, integer, valid, expected)
     if cfg.trainer.gradient_clip_val is not None:
         check_value(
             cfg, "trainer.gradient_clip_val", False, lambda v: v > 0, "a positive number or null"
@@ -34,16 +59,8 @@ def check_config(cfg: DictConfig) -> None:
     check_precision(cfg.trainer.precision)
     check_channels_last(cfg.trainer.channels_last)
     check_transform_on(cfg.data.transform_on)
-    if cfg.model.norm not in NORMS:
-        raise UserError(f"model.norm: expected one of {list(NORMS)}, got {cfg.model.norm!r}")
-    if cfg.model.norm == "group":
-        try:
-            group_count(cfg.model.chans, cfg.model.groups)
-        except ValueError as error:
-            raise UserError(
-                f"{error}: choose model.groups dividing model.chans={cfg.model.chans}"
-            ) from error
     if cfg.data.challenge not in TARGET_KEYS:
         raise UserError(
             f"data.challenge: expected singlecoil or multicoil, got {cfg.data.challenge!r}"
         )
+    check_model(cfg.model, cfg.data.challenge)

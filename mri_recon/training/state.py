@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mri_recon.checkpoints import load_weights
+from mri_recon.losses import L1Loss
 from mri_recon.runtime import Runtime
 from mri_recon.training.checkpointing import restore_rng_states, rng_states
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainState:
-    """Model, optimizer, scheduler and the counters of one run.
+    """Model, optimizer, scheduler, loss and the counters of one run.
 
     ``epoch`` counts finished epochs, ``batches_done`` the batches of the current epoch already
     consumed (a mid-epoch checkpoint replays the epoch's loader and skips those), ``global_step``
@@ -30,6 +31,9 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     config: dict[str, Any]
+    loss: nn.Module = field(
+        default_factory=L1Loss
+    )  # the `loss` group's; called (output, target, batch)
     epoch: int = 0
     batches_done: int = 0
     global_step: int = 0
@@ -55,7 +59,8 @@ class TrainState:
             steps_per_epoch=steps_per_epoch,
         )
         config = OmegaConf.to_container(cfg, resolve=True)
-        return cls(model=model, optimizer=optimizer, scheduler=scheduler, config=config)
+        loss = hydra.utils.instantiate(cfg.loss)
+        return cls(model, optimizer, scheduler, config, loss)
 
     def progress(self) -> dict[str, Any]:
         """The counters, as stored in a checkpoint's ``progress``."""

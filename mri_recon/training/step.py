@@ -5,32 +5,32 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from mri_recon.data.transforms import Sample
+from mri_recon.models.interface import model_output
 from mri_recon.runtime import Runtime
 from mri_recon.training.state import TrainState
 
 
 class StepResult(NamedTuple):
-    """The batch's L1 loss, and whether the update was applied (False: NaN/Inf, skipped)."""
+    """The batch's loss, and whether the update was applied (False: NaN/Inf, skipped)."""
 
     loss: float
     applied: bool
 
 
 def train_step(
-    state: TrainState,
-    images: torch.Tensor,
-    targets: torch.Tensor,
-    runtime: Runtime,
-    clip: float | None,
+    state: TrainState, batch: Sample, runtime: Runtime, clip: float | None
 ) -> StepResult:
-    """Forward, L1 loss, backward, gradient clipping, then optimizer and scheduler steps.
+    """Forward, loss, backward, gradient clipping, then optimizer and scheduler steps.
 
     Args:
-        state: the run's model, optimizer and scheduler; ``state.module`` is what is called
-            (the model itself, or its DDP/compiled wrapper). Counters are the caller's.
-        images, targets: (B, 1, H, W) normalized zero-filled inputs and ground truth (any device).
+        state: the run's model, optimizer, scheduler and loss; ``state.module`` is what is
+            called (the model itself, or its DDP/compiled wrapper). Counters are the caller's.
+        batch: the model's input (``models.interface``: (B, 1, H, W) normalized zero-filled
+            images for an image model, masked k-space for a k-space model) and the (B, 1, H, W)
+            normalized targets, on any device. A batch of just images and targets
+            (``Sample(images, targets)``) is enough for an image model and the L1 loss.
         runtime: device, precision (bf16 autocast) and memory format.
         clip: the maximum gradient norm; None: no clipping.
 
@@ -38,10 +38,9 @@ def train_step(
     optimizer's moments nor the schedule.
     """
     state.module.train()
-    images = runtime.images(images)
-    targets = targets.to(runtime.device, non_blocking=True)
-    with runtime.autocast():
-        loss = F.l1_loss(state.module(images).float(), targets)
+    targets = batch.target.to(runtime.device, non_blocking=True)
+    output = model_output(state.module, state.model.takes, batch, runtime)
+    loss = state.loss(output, targets, batch)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = nn.utils.clip_grad_norm_(state.model.parameters(), clip or math.inf)

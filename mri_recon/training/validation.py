@@ -4,16 +4,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from mri_recon import distributed
 from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.transforms import Sample
 from mri_recon.metrics import summarize, volume_metrics
-from mri_recon.reconstruct import VolumeCollector, predict, unnormalize
+from mri_recon.models.interface import model_output
+from mri_recon.reconstruct import VolumeCollector, unnormalize
 from mri_recon.runtime import Runtime
+from mri_recon.training.state import TrainState
 
 
 class Panel(NamedTuple):
@@ -28,7 +28,7 @@ class Panel(NamedTuple):
 
 
 class ValidationResult(NamedTuple):
-    """``metrics``: {"loss": mean L1, "SSIM"/"PSNR"/"NMSE": {"mean", "std"} over volumes};
+    """``metrics``: {"loss": mean loss, "SSIM"/"PSNR"/"NMSE": {"mean", "std"} over volumes};
     ``per_volume``: {file name: {metric: value}}; ``panels``: the requested slices, in order."""
 
     metrics: dict[str, Any]
@@ -59,17 +59,17 @@ def batch_panels(
 
 @torch.no_grad()
 def validate(
-    model: nn.Module,
+    state: TrainState,
     loader: torch.utils.data.DataLoader,
     runtime: Runtime,
     panel_keys: list[tuple[str, int]],
 ) -> ValidationResult:
-    """Run the model once over the validation loader.
+    """Run the run's model once over the validation loader; ``loss`` is the run's loss.
 
     Under torchrun each rank validates its own whole volumes; the per-volume metrics and panels
     are gathered and summarized in file-name order, so the numbers equal a single process's.
     """
-    model.eval()
+    model = state.model.eval()
     predictions, targets = VolumeCollector(), VolumeCollector()
     panels: dict[tuple[str, int], Panel] = {}
     loss_sum, count, wanted = 0.0, 0, set(panel_keys)
@@ -77,8 +77,9 @@ def validate(
         loader, desc="validation", leave=False, unit="batch", disable=not distributed.is_main()
     )
     for batch in bar:
-        output = predict(model, batch.image, runtime)
-        loss_sum += F.l1_loss(output, batch.target.to(runtime.device)).item() * len(batch.fname)
+        output = model_output(model, model.takes, batch, runtime)
+        target = batch.target.to(runtime.device)
+        loss_sum += state.loss(output, target, batch).item() * len(batch.fname)
         count += len(batch.fname)
         output_np, target_np = unnormalize(output, batch), unnormalize(batch.target, batch)
         predictions.add(output_np, batch.fname, batch.slice_num)

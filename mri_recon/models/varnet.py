@@ -1,0 +1,195 @@
+"""End-to-end variational network (Sriram et al., 2020): a k-space model that keeps the physics.
+
+    maps   = SensitivityNet(center lines of the masked k-space)             (B, C, H, W), sum |maps|^2 = 1
+    k_0    = masked k-space
+    k_t+1  = k_t - w_t * M (k_t - k_0) - F S U_t(S^H F^-1 k_t)          a cascade: soft data
+                                                                         consistency + a U-Net
+    image  = RSS over coils of |F^-1 k_T|, cropped to the target size
+
+with F the centered 2-D FFT, M the sampled columns, S the sensitivity maps (expand: x -> F(S x),
+reduce: sum_c conj(S_c) F^-1 k_c) and U_t a U-Net on the complex coil-combined image. Every U-Net
+here is ``models.unet.Unet`` (``norm``: group by default, the lecture's; instance is fastMRI's);
+with ``norm="instance"`` the network is fastmri.models.VarNet layer for layer, and
+``from_fastmri`` loads its weights (published pretrained models included).
+
+Single-coil (``challenge="singlecoil"``): one coil, no sensitivity network (S = 1), the cascades'
+data consistency in k-space as above (fastMRI's VarNet has no single-coil form).
+"""
+
+import re
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mri_recon.errors import UserError
+from mri_recon.fourier import fft2c, ifft2c
+from mri_recon.models.unet import Unet
+
+MIN_CENTER_LINES = 2  # fully sampled center columns the sensitivity network needs at least
+
+
+class NormUnet(nn.Module):
+    """A U-Net on complex images (N, 1, H, W): real and imaginary parts as two channels, each
+    normalized by its mean and std, zero-padded to a multiple of 16 (fastMRI's NormUnet)."""
+
+    def __init__(self, chans: int, pools: int, norm: str, groups: int) -> None:
+        super().__init__()
+        self.unet = Unet(2, 2, chans, pools, norm, groups)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([image.real, image.imag], dim=1)  # (N, 2, H, W)
+        flat = x.reshape(x.shape[0], 2, -1)
+        mean, std = flat.mean(dim=-1)[..., None, None], flat.std(dim=-1)[..., None, None]
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (-height) % 16, (-width) % 16
+        padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+        x = self.unet(F.pad((x - mean) / std, padding)).float()
+        x = x[..., padding[2] : padding[2] + height, padding[0] : padding[0] + width]
+        x = x * std + mean
+        return torch.complex(x[:, :1], x[:, 1:])
+
+
+def center_lines(mask: torch.Tensor, num_low_frequencies: torch.Tensor) -> torch.Tensor:
+    """(B, W) bool: each sample's fully sampled center columns, ``num_low_frequencies`` wide,
+    or where that is 0 twice the shorter sampled run from the center outwards (at least 1),
+    exactly as fastMRI's SensitivityModel finds them."""
+    width = mask.shape[-1]
+    center = width // 2
+    sampled = mask.to(torch.int8)
+    left = torch.argmin(sampled[:, :center].flip(1), dim=1)  # the first gap (0 if none)
+    right = torch.argmin(sampled[:, center:], dim=1)
+    found = torch.clamp(2 * torch.minimum(left, right), min=1)
+    count = torch.where(num_low_frequencies > 0, num_low_frequencies.to(found), found)
+    start = (width - count + 1) // 2
+    columns = torch.arange(width, device=mask.device)
+    return (columns >= start[:, None]) & (columns < (start + count)[:, None])
+
+
+class SensitivityNet(nn.Module):
+    """Coil sensitivity maps from the fully sampled center of the masked k-space: each coil's
+    low-resolution image through a NormUnet, then normalized to unit root-sum-of-squares."""
+
+    def __init__(self, chans: int, pools: int, norm: str, groups: int) -> None:
+        super().__init__()
+        self.norm_unet = NormUnet(chans, pools, norm, groups)
+
+    def forward(
+        self, kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies: torch.Tensor
+    ) -> torch.Tensor:
+        """kspace: (B, C, H, W) complex; mask: (B, W); returns maps (B, C, H, W) complex.
+
+        Raises UserError when a sample has fewer than MIN_CENTER_LINES center columns.
+        """
+        lines = center_lines(mask, num_low_frequencies)
+        fewest = int(lines.sum(dim=-1).min())
+        if fewest < MIN_CENTER_LINES:
+            raise UserError(
+                f"{fewest} fully sampled center column(s), but the sensitivity maps need at "
+                f"least {MIN_CENTER_LINES} (a larger mask.center_fractions, or a file whose "
+                "mask keeps its center)"
+            )
+        center = lines[:, None, None, :]
+        images = ifft2c(kspace * center)
+        batch, coils, height, width = images.shape
+        maps = self.norm_unet(images.reshape(batch * coils, 1, height, width))
+        maps = maps.reshape(batch, coils, height, width)
+        return maps / maps.abs().square().sum(dim=1, keepdim=True).sqrt()
+
+
+class Cascade(nn.Module):
+    """One unrolled step: soft data consistency (learned weight) plus a U-Net refinement."""
+
+    def __init__(self, chans: int, pools: int, norm: str, groups: int) -> None:
+        super().__init__()
+        self.model = NormUnet(chans, pools, norm, groups)
+        self.dc_weight = nn.Parameter(torch.ones(1))
+
+    def forward(
+        self, current: torch.Tensor, measured: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor
+    ) -> torch.Tensor:
+        """current, measured: (B, C, H, W) complex k-space; mask: (B, 1, 1, W) bool."""
+        soft_dc = torch.where(mask, current - measured, 0) * self.dc_weight
+        combined = (ifft2c(current) * maps.conj()).sum(dim=1, keepdim=True)
+        return current - soft_dc - fft2c(self.model(combined) * maps)
+
+
+class VarNet(nn.Module):
+    """The end-to-end variational network (module docstring); ``takes = "kspace"``."""
+
+    takes = "kspace"
+
+    def __init__(
+        self,
+        num_cascades: int = 8,
+        chans: int = 12,
+        num_pool_layers: int = 4,
+        sens_chans: int = 8,
+        sens_pool_layers: int = 4,
+        norm: str = "group",
+        groups: int = 4,
+        challenge: str = "multicoil",
+    ) -> None:
+        super().__init__()
+        self.sens_net = (
+            SensitivityNet(sens_chans, sens_pool_layers, norm, groups)
+            if challenge == "multicoil"
+            else None
+        )
+        self.cascades = nn.ModuleList(
+            Cascade(chans, num_pool_layers, norm, groups) for _ in range(num_cascades)
+        )
+
+    def forward(
+        self,
+        kspace: torch.Tensor,
+        mask: torch.Tensor,
+        num_low_frequencies: torch.Tensor,
+        crop: tuple[int, int],
+    ) -> torch.Tensor:
+        """The (B, *crop) float32 image in the k-space's units.
+
+        kspace: (B, C, H, W) complex masked k-space (C = 1 single-coil); mask: (B, W) sampled
+        columns; num_low_frequencies: (B,) fully sampled center columns (0: find them).
+        """
+        if self.sens_net is None:
+            maps = torch.ones_like(kspace[:, :1])
+        else:
+            maps = self.sens_net(kspace, mask, num_low_frequencies)
+        sampled = mask.bool()[:, None, None, :]
+        current = kspace
+        for cascade in self.cascades:
+            current = cascade(current, kspace, sampled, maps)
+        image = ifft2c(current).abs().square().sum(dim=1).sqrt()
+        top, left = (image.shape[-2] - crop[0]) // 2, (image.shape[-1] - crop[1]) // 2
+        return image[:, top : top + crop[0], left : left + crop[1]]
+
+
+def from_fastmri(state: dict[str, torch.Tensor], pools: int, sens_pools: int) -> dict:
+    """fastmri.models.VarNet's ``state_dict`` with this module's names (same tensors)."""
+    renamed = {}
+    for key, tensor in state.items():
+        match = re.match(r"(sens_net\.norm_unet\.unet|cascades\.\d+\.model\.unet)\.(.*)", key)
+        if match is None:
+            renamed[key] = tensor
+            continue
+        levels = sens_pools if key.startswith("sens_net") else pools
+        renamed[f"{match.group(1)}.{fastmri_unet_key(match.group(2), levels)}"] = tensor
+    return renamed
+
+
+def fastmri_unet_key(key: str, pools: int) -> str:
+    """A fastmri.models.Unet parameter name as ``models.unet.Unet`` names it."""
+    last = pools - 1
+    rules = [
+        (r"^down_sample_layers\.(\d+)\.layers\.", r"down.\1."),
+        (r"^conv\.layers\.", f"down.{pools}."),
+        (r"^up_transpose_conv\.(\d+)\.layers\.", r"up_transpose.\1."),
+        (rf"^up_conv\.{last}\.0\.layers\.", f"up_conv.{last}."),
+        (rf"^up_conv\.{last}\.1\.", "head."),
+        (r"^up_conv\.(\d+)\.layers\.", r"up_conv.\1."),
+    ]
+    for pattern, replacement in rules:
+        if re.match(pattern, key):
+            return re.sub(pattern, replacement, key)
+    return key

@@ -1,0 +1,186 @@
+"""VarNet: parity with fastmri.models.VarNet, single-coil, the model interface, the loss group,
+several checkpoints in one evaluation, and its one-line errors."""
+
+import json
+from pathlib import Path
+
+import h5py
+import hydra
+import numpy as np
+import pytest
+import torch
+from fastmri.losses import SSIMLoss
+from fastmri.models import VarNet as FastmriVarNet
+from fastmri.models.varnet import SensitivityModel
+from torch.nn import functional as F
+
+from mri_recon.data.loaders import TrainingData
+from mri_recon.data.transforms import Sample
+from mri_recon.errors import UserError
+from mri_recon.evaluation.run import evaluate
+from mri_recon.models.interface import model_output
+from mri_recon.models.varnet import VarNet, center_lines, from_fastmri
+from mri_recon.runtime import Runtime
+from mri_recon.training.settings import check_config
+from mri_recon.training.state import TrainState
+
+from .conftest import compose_config, train_in_process
+
+TINY_VARNET = ["debug=tiny", "model=varnet", "model.num_cascades=2"]
+
+
+def kspace_and_mask(coils: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random masked k-space (1, coils, H, W) and its (1, W) mask: 8 center columns, every 4th."""
+    generator = torch.Generator().manual_seed(0)
+    kspace = torch.randn(1, coils, height, width, dtype=torch.complex64, generator=generator)
+    mask = torch.zeros(1, width, dtype=torch.bool)
+    mask[:, ::4] = True
+    mask[:, width // 2 - 4 : width // 2 + 4] = True
+    return kspace * mask[:, None, None, :], mask
+
+
+@pytest.mark.parametrize("size", [(4, 64, 40), (15, 640, 368)], ids=["demo", "release"])
+def test_same_network_as_fastmri_with_its_weights(size: tuple[int, int, int]) -> None:
+    torch.manual_seed(0)
+    theirs = FastmriVarNet(num_cascades=2, sens_chans=2, chans=4).eval()
+    ours = VarNet(num_cascades=2, chans=4, sens_chans=2, norm="instance").eval()
+    ours.load_state_dict(from_fastmri(theirs.state_dict(), pools=4, sens_pools=4))
+    kspace, mask = kspace_and_mask(*size)
+    with torch.no_grad():
+        expected = theirs(torch.view_as_real(kspace), mask[:, None, None, :, None], 8)
+        for num_low in (8, 0):  # given, and found from the mask as fastMRI finds it
+            output = ours(kspace, mask, torch.tensor([num_low]), size[1:])
+            torch.testing.assert_close(output, expected, rtol=0, atol=1e-5 * expected.max())
+
+
+def test_center_lines_are_found_as_fastmri_finds_them() -> None:
+    mask = torch.zeros(3, 40, dtype=torch.bool)
+    mask[0, 17:23] = True  # 6 around the center
+    mask[1, 18:30] = True  # asymmetric: 2 left of center, 10 right
+    mask[2, ::2] = True  # no run
+    ours = center_lines(mask, torch.zeros(3, dtype=torch.long)).sum(dim=-1)
+    pad, counts = SensitivityModel(2, 1).get_pad_and_num_low_freqs(mask[:, None, None, :, None])
+    assert ours.tolist() == counts.tolist()
+    assert center_lines(mask, torch.tensor([10, 10, 10])).sum(dim=-1).tolist() == [10, 10, 10]
+
+
+class NoRefinement(torch.nn.Module):
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(image)
+
+
+def test_single_coil_has_no_sensitivity_network_and_keeps_data_consistency() -> None:
+    model = VarNet(num_cascades=1, chans=4, num_pool_layers=2, challenge="singlecoil").eval()
+    assert model.sens_net is None
+    assert not any(name.startswith("sens_net") for name in model.state_dict())
+    kspace, mask = kspace_and_mask(1, 32, 32)
+    model.cascades[0].model = NoRefinement()
+    with torch.no_grad():
+        output = model(kspace, mask, torch.tensor([8]), (32, 32))
+    expected = torch.fft.fftshift(
+        torch.fft.ifft2(torch.fft.ifftshift(kspace, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
+    ).abs()[:, 0]
+    torch.testing.assert_close(output, expected)  # the measured lines kept exactly
+
+
+@pytest.mark.parametrize("challenge", ["singlecoil", "multicoil"])
+def test_varnet_trains_and_resumes_exactly(tiny_root: Path, tmp_path: Path, challenge: str) -> None:
+    common = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}"]
+    common += [*TINY_VARNET, f"data.challenge={challenge}", "trainer.max_epochs=2"]
+    straight = train_in_process(tmp_path / "straight", *common)
+    assert straight.metrics["SSIM"]["mean"] > 0
+    train_in_process(tmp_path / "split", *common, "trainer.stop_after_epoch=1")
+    resumed = train_in_process(tmp_path / "split", *common, "trainer.resume=true")
+    assert resumed.metrics == straight.metrics
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["config"]["loss"]["_target_"] == "mri_recon.losses.StructuralLoss"
+
+
+def test_batches_of_different_widths_go_through_a_kspace_model(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    cfg = compose_config(
+        "train",
+        [
+            *TINY_VARNET,
+            f"data.root={tiny_root}",
+            f"data.cache_dir={tmp_path}",
+            "data.challenge=multicoil",
+        ],
+    )
+    data = TrainingData(cfg, torch.device("cpu"))
+    runtime = Runtime.create("cpu", "32")
+    state = TrainState.create(cfg, runtime, len(data.train_loader))
+    model = state.model.eval()
+    batch = next(iter(data.val_loader))
+    with torch.no_grad():
+        together = model_output(model, "kspace", batch, runtime)
+        as_list = batch._replace(masked_kspace=list(batch.masked_kspace), mask=list(batch.mask))
+        one_by_one = model_output(model, "kspace", as_list, runtime)
+    torch.testing.assert_close(together, one_by_one)
+    assert together.shape == batch.target.shape
+
+
+def test_loss_group() -> None:
+    torch.manual_seed(0)
+    output, target = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    mean, std = torch.tensor([0.1, 0.2]), torch.tensor([2.0, 3.0])
+    batch = Sample(output, target, mean, std, max_value=torch.tensor([10.0, 0.0]))
+    settings = {"l1": [], "ssim": [], "l1_ssim": ["loss.ssim_weight=0.25"]}
+    losses = {}
+    for name, extra in settings.items():
+        cfg = compose_config("train", [f"loss={name}", *extra])
+        losses[name] = hydra.utils.instantiate(cfg.loss)(output, target, batch)
+    assert losses["l1"] == F.l1_loss(output, target)
+    units = [x * std.reshape(-1, 1, 1, 1) + mean.reshape(-1, 1, 1, 1) for x in (output, target)]
+    data_range = torch.stack([torch.tensor(10.0), units[1][1].max()])  # no max: the target's
+    torch.testing.assert_close(losses["ssim"], SSIMLoss()(*units, data_range))
+    torch.testing.assert_close(losses["l1_ssim"], 0.25 * losses["ssim"] + 0.75 * losses["l1"])
+    assert compose_config("train", ["model=varnet"]).loss._target_.endswith("StructuralLoss")
+    assert compose_config("train", []).loss._target_.endswith("L1Loss")
+
+
+def test_one_report_compares_every_checkpoint(
+    trained_run: Path, tiny_root: Path, tmp_path: Path
+) -> None:
+    varnet_dir = tmp_path / "varnet"
+    common = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}"]
+    train_in_process(varnet_dir, *common, *TINY_VARNET, "trainer.max_epochs=1")
+    checkpoints = [trained_run / "checkpoints" / "best.pt", varnet_dir / "checkpoints" / "best.pt"]
+    paths = ",".join(str(path) for path in [*checkpoints, checkpoints[0]])
+    overrides = [f"checkpoint=[{paths}]", "save_reconstructions=true", "figure_volumes=1"]
+    results = evaluate(compose_config("eval", overrides), tmp_path / "eval")
+    methods = ["zero_filled", "tv", "unet", "varnet", "unet_2"]
+    assert all(list(by_method) == methods for by_method in results.values())
+    assert results["4"]["unet"]["SSIM"] == results["4"]["unet_2"]["SSIM"]
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert all(f"| {method} |" in report for method in methods)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert len(metrics["checkpoints"]) == 3
+    with h5py.File(next((tmp_path / "eval" / "reconstructions" / "varnet" / "8").iterdir())) as f:
+        assert (
+            f["reconstruction"].shape == (3, 32, 32) and np.isfinite(f["reconstruction"][()]).all()
+        )
+    rows = (tmp_path / "eval" / "per_volume.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2 * len(methods)  # volumes x accelerations x methods
+    with pytest.raises(UserError, match="expected entries from .*'unet'.*got 'varnet'"):
+        evaluate(
+            compose_config("eval", [f"checkpoint={checkpoints[0]}", "method=[varnet]"]), tmp_path
+        )
+
+
+def test_kspace_model_errors_are_one_line(tiny_root: Path, tmp_path: Path) -> None:
+    common = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", *TINY_VARNET]
+    few_lines = ["mask=random_4x", "mask.center_fractions=[0.01]", "data.challenge=multicoil"]
+    with pytest.raises(UserError, match=r"file_demo_\w+\.h5.*sensitivity maps need at least 2"):
+        train_in_process(tmp_path / "few", *common, *few_lines)
+    cfg = compose_config(
+        "train", [*common, "data.challenge=singlecoil", "model.challenge=multicoil"]
+    )
+    with pytest.raises(UserError, match="model.challenge: 'multicoil', but data.challenge"):
+        check_config(cfg)
+    cfg = compose_config("train", [*common, "model.sens_chans=6", "model.groups=4"])
+    with pytest.raises(UserError, match="model.groups dividing model.sens_chans=6"):
+        check_config(cfg)
