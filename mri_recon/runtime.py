@@ -122,7 +122,11 @@ class Runtime:
 
     def training_module(self, model: nn.Module, compile: bool) -> nn.Module:
         """What the training step calls: ``model``, wrapped in DDP under torchrun and compiled
-        when asked. Its parameters are ``model``'s, so checkpoints save ``model`` itself."""
+        when asked (a model with ``compile_parts`` compiles its own parts in place). Its
+        parameters are ``model``'s, so checkpoints save ``model`` itself."""
+        if compile and hasattr(model, "compile_parts"):
+            model.compile_parts()
+            compile = False
         wrapped = model
         if distributed.world_size() > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None

@@ -16,6 +16,7 @@ import benchmark_data
 import benchmark_quality
 import benchmark_train
 import benchmark_tv
+import benchmark_varnet
 import soak
 import torch
 
@@ -63,6 +64,7 @@ def main() -> None:
     precision_section = benchmark_train.precision_section(root)
     quality_section = benchmark_quality.run(root, args.budget, args.seeds)
     bf16_section = benchmark_quality.precision_quality(root, args.quality_epochs)
+    varnet_section = benchmark_varnet.run()
     samples = soak.soak(args.root, "singlecoil", epochs=20, num_workers=0, train=False)
     with tempfile.TemporaryDirectory() as tmp:
         benchmark_data.make_data(
@@ -120,6 +122,7 @@ def main() -> None:
         "",
         quality_section,
         "",
+        varnet_section,
         "## TV compressed sensing and U-Net inference",
         "",
         benchmark_tv.run(args.root, args.volumes, [100, 300]),

@@ -8,6 +8,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mri_recon.errors import UserError
+
 from .conftest import TINY_TRAIN, run_cli, train_in_process
 
 SCALARS_PER_STEP = ("train/loss", "train/lr", "train/slices_per_sec")
@@ -90,18 +92,24 @@ def test_resume_without_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_bad_data_root_and_bad_values_are_one_clear_line(tmp_path: Path) -> None:
+    # The command line prints a UserError as one line (exit 2); the checks raise it in-process.
+    result = run_cli(
+        "mri-recon-train",
+        f"data.root={tmp_path / 'missing'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error:") and "does not exist" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
     cases = {
-        f"data.root={tmp_path / 'missing'}": "does not exist",
         "optimizer.lr=-1": "optimizer.lr",
         "mask.center_fractions=[1.5,0.04]": "center_fractions",
     }
     for override, message in cases.items():
-        result = run_cli(
-            "mri-recon-train", override, f"hydra.run.dir={tmp_path / 'run'}", check=False
-        )
-        assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("error:") and message in result.stderr
-        assert result.stderr.strip().count("\n") == 0
+        with pytest.raises(UserError, match=message) as error:
+            train_in_process(tmp_path / "run", override)
+        assert "\n" not in str(error.value)
 
 
 def test_multirun_sweep_makes_one_run_per_value(tiny_root: Path, tmp_path: Path) -> None:

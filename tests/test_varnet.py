@@ -18,6 +18,7 @@ from mri_recon.data.loaders import TrainingData
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError
 from mri_recon.evaluation.run import evaluate
+from mri_recon.fourier import crop_readout, ifft2c
 from mri_recon.models.interface import model_output
 from mri_recon.models.varnet import VarNet, center_lines, from_fastmri
 from mri_recon.runtime import Runtime
@@ -43,7 +44,8 @@ def kspace_and_mask(coils: int, height: int, width: int) -> tuple[torch.Tensor, 
 def test_same_network_as_fastmri_with_its_weights(size: tuple[int, int, int]) -> None:
     torch.manual_seed(0)
     theirs = FastmriVarNet(num_cascades=2, sens_chans=2, chans=4).eval()
-    ours = VarNet(num_cascades=2, chans=4, sens_chans=2, norm="instance").eval()
+    ours = VarNet(num_cascades=2, chans=4, sens_chans=2, norm="instance")
+    ours = ours.eval()
     ours.load_state_dict(from_fastmri(theirs.state_dict(), pools=4, sens_pools=4))
     kspace, mask = kspace_and_mask(*size)
     with torch.no_grad():
@@ -184,3 +186,13 @@ def test_kspace_model_errors_are_one_line(tiny_root: Path, tmp_path: Path) -> No
     cfg = compose_config("train", [*common, "model.sens_chans=6", "model.groups=4"])
     with pytest.raises(UserError, match="model.groups dividing model.sens_chans=6"):
         check_config(cfg)
+
+
+def test_crop_readout_is_the_k_space_of_the_cropped_image() -> None:
+    kspace = torch.randn(2, 4, 64, 40, dtype=torch.complex64)
+    cropped = ifft2c(crop_readout(kspace, 32))
+    torch.testing.assert_close(cropped, ifft2c(kspace)[..., 16:48, :])
+    model = VarNet(num_cascades=1, chans=4, num_pool_layers=2, sens_chans=4, crop_readout=True)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    with torch.no_grad():
+        assert model(kspace, mask, torch.tensor([8, 8]), (32, 32)).shape == (2, 32, 32)

@@ -1,0 +1,194 @@
+"""VarNet speed: our training step against fastmri.models.VarNet's, seconds per slice, memory.
+
+    .venv/bin/python scripts/benchmark_varnet.py      # prints the docs/benchmarks.md section
+
+Both networks are timed through the code users run: ours through
+``mri_recon.training.step.train_step`` (the training loop's step: the model interface, the SSIM
+loss, clipping, Adam), fastmri's VarNet through the same loss and optimizer calls on its own
+(B, C, H, W, 2) tensors. Equal settings: 4 cascades of chans 12, sensitivity chans 8, instance
+norm, full readout (``crop_readout=False``); then ours as configured by
+``experiment=varnet_multicoil`` (GroupNorm) in fp32, with the precision ``auto`` picks, and
+compiled.
+"""
+
+import resource
+import statistics
+import time
+
+import torch
+from fastmri.losses import SSIMLoss
+from fastmri.models import VarNet as FastmriVarNet
+
+from mri_recon.data.transforms import Sample
+from mri_recon.losses import StructuralLoss
+from mri_recon.models.interface import model_output
+from mri_recon.models.varnet import VarNet
+from mri_recon.runtime import Runtime
+from mri_recon.schedulers import constant
+from mri_recon.training.state import TrainState
+from mri_recon.training.step import train_step
+
+DEMO = (8, 256, 144, (128, 128))  # coils, H, W, target
+RELEASE = (15, 640, 368, (320, 320))
+EQUAL = {"num_cascades": 4, "chans": 12, "sens_chans": 8}
+
+
+def synthetic_batch(size: tuple, batch: int = 1) -> Sample:
+    """A Sample of random masked k-space (4x, 8% center) with the fields a k-space model uses."""
+    coils, height, width, crop = size
+    generator = torch.Generator().manual_seed(0)
+    kspace = torch.randn(batch, coils, height, width, dtype=torch.complex64, generator=generator)
+    mask = torch.zeros(batch, width)
+    mask[:, ::4] = 1
+    center = round(0.08 * width)
+    mask[:, width // 2 - center // 2 : width // 2 - center // 2 + center] = 1
+    return Sample(
+        image=torch.zeros(batch, 1, *crop),
+        target=torch.rand(batch, 1, *crop, generator=generator),
+        mean=torch.zeros(batch),
+        std=torch.ones(batch),
+        max_value=torch.ones(batch),
+        masked_kspace=kspace * mask[:, None, None, :],
+        mask=mask,
+        num_low_frequencies=torch.full((batch,), center),
+    )
+
+
+def our_state(model: torch.nn.Module) -> TrainState:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    return TrainState(model, optimizer, constant(optimizer, 0, 0), {}, StructuralLoss())
+
+
+def our_step_ms(model: torch.nn.Module, batch: Sample, runtime: Runtime, steps: int) -> float:
+    """Median milliseconds of ``train_step`` (after two warm-up steps)."""
+    state, times = our_state(model), []
+    for step in range(steps + 2):
+        start = time.perf_counter()
+        train_step(state, batch, runtime, clip=1.0)
+        if step >= 2:
+            times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def fastmri_step_ms(model: FastmriVarNet, batch: Sample, steps: int) -> float:
+    """Median milliseconds of the same step on fastmri's VarNet (fp32, its tensor layout)."""
+    optimizer, loss_fn, times = torch.optim.Adam(model.parameters(), lr=1e-4), SSIMLoss(), []
+    kspace = torch.view_as_real(batch.masked_kspace)
+    mask = batch.mask.bool()[:, None, None, :, None]
+    crop = batch.target.shape[-2:]
+    for step in range(steps + 2):
+        start = time.perf_counter()
+        output = model(kspace, mask, int(batch.num_low_frequencies[0]))
+        top, left = (output.shape[-2] - crop[0]) // 2, (output.shape[-1] - crop[1]) // 2
+        output = output[:, None, top : top + crop[0], left : left + crop[1]]
+        loss = loss_fn(output, batch.target, batch.max_value)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step >= 2:
+            times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def seconds_per_slice(model: torch.nn.Module, size: tuple, runtime: Runtime) -> float:
+    """Inference seconds per slice (median of 3 after one warm-up), through the interface."""
+    batch, times = synthetic_batch(size), []
+    model.eval()
+    for repeat in range(4):
+        start = time.perf_counter()
+        model_output(model, "kspace", batch, runtime)
+        if repeat:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def fastmri_seconds_per_slice(model: FastmriVarNet, size: tuple) -> float:
+    """The same for fastmri's VarNet on its (B, C, H, W, 2) tensors (fp32)."""
+    batch, times = synthetic_batch(size), []
+    kspace, mask = (
+        torch.view_as_real(batch.masked_kspace),
+        batch.mask.bool()[:, None, None, :, None],
+    )
+    model.eval()
+    for repeat in range(4):
+        start = time.perf_counter()
+        model(kspace, mask, int(batch.num_low_frequencies[0]))
+        if repeat:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def release_training_memory_mb(runtime: Runtime) -> float:
+    """Peak resident memory added by one release-size training step (MB; first thing run)."""
+    model = VarNet(**EQUAL)
+    batch = synthetic_batch(RELEASE)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    train_step(our_state(model), batch, runtime, clip=1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+
+
+def run(steps: int = 5) -> str:
+    """The docs/benchmarks.md section (markdown)."""
+    fp32, auto = Runtime.create("cpu", "32"), Runtime.create("cpu", "auto")
+    memory = release_training_memory_mb(auto)
+    torch.manual_seed(0)
+    batch = synthetic_batch(DEMO)
+    rows = [("fastmri.models.VarNet, fp32", fastmri_step_ms(FastmriVarNet(**EQUAL), batch, steps))]
+    equal = {**EQUAL, "norm": "instance", "crop_readout": False}
+    rows.append(("ours, same settings, fp32", our_step_ms(VarNet(**equal), batch, fp32, steps)))
+    rows.append(
+        (
+            f"ours, same settings, {auto.describe()}",
+            our_step_ms(VarNet(**equal), batch, auto, steps),
+        )
+    )
+    default = {**EQUAL, "norm": "group", "groups": 4}
+    rows.append(("ours as configured, fp32", our_step_ms(VarNet(**default), batch, fp32, steps)))
+    rows.append(
+        ("ours as configured, precision auto", our_step_ms(VarNet(**default), batch, auto, steps))
+    )
+    compiled = VarNet(**default)
+    compiled.compile_parts()  # what trainer.compile=true does
+    rows.append(
+        (
+            "ours as configured, precision auto, torch.compile",
+            our_step_ms(compiled, batch, auto, steps),
+        )
+    )
+    lines = [
+        "## VarNet (ours vs fastmri.models.VarNet)",
+        "",
+        f"One training step (forward, SSIM loss, backward, clip, Adam) on one multi-coil demo slice "
+        f"(8 coils, 256x144 k-space, 128x128 target), median of {steps} after 2 warm-up steps; "
+        "4 cascades, chans 12, sensitivity chans 8 (`experiment=varnet_multicoil`). "
+        '"Same settings": instance norm and the full readout, fastMRI\'s network layer for layer.',
+        "",
+        "| network | ms per step | vs fastmri |",
+        "|---|---|---|",
+    ]
+    reference = rows[0][1]
+    lines += [f"| {name} | {ms:.0f} | {reference / ms:.2f}x |" for name, ms in rows]
+    lines += ["", "Inference seconds per slice (ours: precision auto; fastmri's: fp32):", ""]
+    lines += [
+        "| size | ours as configured | ours, `crop_readout=true` | fastmri.models.VarNet |",
+        "|---|---|---|---|",
+    ]
+    for label, size in (("demo, 8 coils, 256x144", DEMO), ("release, 15 coils, 640x368", RELEASE)):
+        ours = seconds_per_slice(VarNet(**default), size, auto)
+        cropped = seconds_per_slice(VarNet(**default, crop_readout=True), size, auto)
+        theirs = fastmri_seconds_per_slice(FastmriVarNet(**EQUAL), size)
+        lines.append(f"| {label} | {ours:.3f} | {cropped:.3f} | {theirs:.3f} |")
+    lines += [
+        "",
+        f"Memory: one release-size training slice (15 coils, 640x368, the network as configured, "
+        f"precision auto) adds {memory:.0f} MB to the process's peak resident memory on the CPU.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run())
