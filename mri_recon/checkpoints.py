@@ -56,7 +56,7 @@ def foreign_targets(config: Any) -> list[str]:
     return []
 
 
-def check_config(config: Any, path: Path) -> None:
+def check_saved_config(config: Any, path: Path) -> None:
     """Raise UserError unless ``config`` is a training config naming only our own targets."""
     model = config.get("model") if isinstance(config, dict) else None
     if not isinstance(model, dict) or "_target_" not in model:
@@ -90,7 +90,7 @@ def unpickle(path: Path) -> Any:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A training checkpoint (on the CPU), with a one-line error for a missing, damaged or
-    hostile file. Its ``config`` is not checked here: ``check_config`` does that."""
+    hostile file. Its ``config`` is not checked here: ``check_saved_config`` does that."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(
@@ -123,7 +123,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
         state = load_weights_file(path)
     else:
         state = load_checkpoint(path)
-    check_config(state["config"], path)
+    check_saved_config(state["config"], path)
     weights = state["model"]
     if not isinstance(weights, dict) or not weights:
         raise UserError(f"checkpoint {path} holds no model weights")

@@ -8,6 +8,7 @@ import h5py
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mri_recon.errors import UserError
 from mri_recon.evaluation.run import evaluate
 
 from .conftest import compose_config, run_cli
@@ -75,12 +76,8 @@ def test_evaluating_twice_gives_identical_metrics(
 
 
 def test_test_split_writes_reconstructions_only(trained_run: Path, tmp_path: Path) -> None:
-    run_cli(
-        "mri-recon-eval",
-        f"checkpoint={trained_run / 'checkpoints' / 'best.pt'}",
-        f"hydra.run.dir={tmp_path}",
-        "split=test",
-    )
+    checkpoint = trained_run / "checkpoints" / "best.pt"
+    evaluate(compose_config("eval", [f"checkpoint={checkpoint}", "split=test"]), tmp_path)
     files = sorted((tmp_path / "reconstructions").rglob("*.h5"))
     assert len(files) == 2 * 3  # 2 test volumes x 3 methods, under their stored acceleration
     assert {f.parent.name for f in files} == {"4", "8"}
@@ -107,9 +104,10 @@ def test_baselines_without_checkpoint_and_multicoil(tiny_root: Path, tmp_path: P
 
 
 def test_unet_without_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
-    result = run_cli("mri-recon-eval", f"hydra.run.dir={tmp_path}", check=False)
-    assert result.returncode == 2 and "checkpoint=PATH" in result.stderr
-    assert result.stderr.strip().count("\n") == 0
+    for methods in ("[zero_filled,tv,learned]", "[unet]"):  # the default, and one by name
+        with pytest.raises(UserError, match="needs checkpoint=PATH") as error:
+            evaluate(compose_config("eval", [f"method={methods}"]), tmp_path)
+        assert "\n" not in str(error.value)
 
 
 def test_figure_is_logged_to_tensorboard(evaluation: Path) -> None:

@@ -16,10 +16,12 @@ import torch
 from mri_recon.checkpoints import load_checkpoint
 from mri_recon.errors import UserError
 from mri_recon.evaluation.reports import write_volume
+from mri_recon.evaluation.run import evaluate
 from mri_recon.files import atomic_path
 from mri_recon.training.checkpointing import save_checkpoint
+from mri_recon.training.loop import TrainingDiverged
 
-from .conftest import TINY_TRAIN, run_cli, train_in_process
+from .conftest import TINY_TRAIN, compose_config, run_cli, train_in_process
 
 
 def train_args(tiny_root: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -120,22 +122,16 @@ def test_sigterm_checkpoints_and_exits_with_resume_hint(
     resume_and_compare(run_dir, straight_run)
 
 
-def test_nan_losses_are_skipped_then_training_stops(tiny_root: Path, tmp_path: Path) -> None:
+def test_nan_losses_are_skipped_then_training_stops(
+    tiny_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     run_dir = tmp_path / "run"
-    result = run_cli(
-        "mri-recon-train",
-        *train_args(
-            tiny_root,
-            run_dir,
-            "optimizer.lr=1e30",
-            "trainer.max_bad_steps=3",
-            "trainer.gradient_clip_val=null",
-        ),
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "training diverged: 3 consecutive steps" in result.stderr
-    assert "skipped step" in result.stdout + result.stderr
+    settings = ["optimizer.lr=1e30", "trainer.max_bad_steps=3", "trainer.gradient_clip_val=null"]
+    args = [a for a in train_args(tiny_root, run_dir, *settings) if "hydra.run.dir" not in a]
+    with pytest.raises(TrainingDiverged, match="training diverged: 3 consecutive steps") as error:
+        train_in_process(run_dir, *args)
+    assert "\n" not in str(error.value)  # printed as one line by the command line
+    assert "skipped step" in caplog.text
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
@@ -144,18 +140,14 @@ def test_corrupt_checkpoint_is_a_clear_error_for_resume_and_eval(tmp_path: Path)
     checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"\x80\x02 not a checkpoint")
-    resume = run_cli(
+    resume = run_cli(  # the command line prints a UserError as one line, exit status 2
         "mri-recon-train", f"hydra.run.dir={tmp_path / 'run'}", "trainer.resume=true", check=False
     )
-    evaluation = run_cli(
-        "mri-recon-eval",
-        f"checkpoint={checkpoint}",
-        f"hydra.run.dir={tmp_path / 'eval'}",
-        check=False,
-    )
-    for result in (resume, evaluation):
-        assert result.returncode == 2
-        assert "unreadable or corrupt" in result.stderr and result.stderr.strip().count("\n") == 0
+    assert resume.returncode == 2
+    assert "unreadable or corrupt" in resume.stderr and resume.stderr.strip().count("\n") == 0
+    with pytest.raises(UserError, match="unreadable or corrupt") as error:
+        evaluate(compose_config("eval", [f"checkpoint={checkpoint}"]), tmp_path / "eval")
+    assert "\n" not in str(error.value)
 
 
 def test_checkpoint_from_another_model_config_is_rejected(
@@ -164,13 +156,8 @@ def test_checkpoint_from_another_model_config_is_rejected(
     state = torch.load(trained_run / "checkpoints" / "best.pt", weights_only=False)
     state["config"]["model"]["chans"] = 8
     torch.save(state, tmp_path / "other.pt")
-    result = run_cli(
-        "mri-recon-eval",
-        f"checkpoint={tmp_path / 'other.pt'}",
-        f"hydra.run.dir={tmp_path / 'eval'}",
-        check=False,
-    )
-    assert result.returncode == 2 and "do not fit its model config" in result.stderr
+    with pytest.raises(UserError, match="do not fit its model config"):
+        evaluate(compose_config("eval", [f"checkpoint={tmp_path / 'other.pt'}"]), tmp_path)
 
 
 def test_failed_or_interrupted_write_keeps_previous_checkpoint(

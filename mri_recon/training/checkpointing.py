@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from mri_recon import distributed
-from mri_recon.checkpoints import check_config, load_checkpoint, merge_saved_config
+from mri_recon.checkpoints import check_saved_config, load_checkpoint, merge_saved_config
 from mri_recon.errors import UserError
 from mri_recon.files import atomic_path
 
@@ -84,7 +84,7 @@ def resolve_resume(
             "hydra.run.dir=<that run's directory> trainer.resume=true)"
         )
     state = load_checkpoint(path)
-    check_config(state["config"], path)
+    check_saved_config(state["config"], path)
     state["path"] = str(path)  # for error messages
     kept = [item for item in overrides if item.startswith(RESUMABLE_OVERRIDES)]
     merged = merge_saved_config(cfg, state["config"], kept)
