@@ -25,6 +25,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from mri_recon.data.header import ISMRMRD_NAMESPACE
+from mri_recon.errors import UserError
 from mri_recon.files import atomic_path
 
 FORMATS = ("nifti", "dicom")
@@ -36,6 +37,13 @@ TYPE_2_EMPTY = (
     "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
     "StudyID", "AccessionNumber", "ScanOptions", "EchoTime", "EchoTrainLength",
 )  # fmt: skip
+
+
+def check_export(formats: list[str]) -> None:
+    """Raise UserError unless every entry of ``export`` is a format this module writes."""
+    for name in formats:
+        if name not in FORMATS:
+            raise UserError(f"export: expected entries from {list(FORMATS)}, got {name!r}")
 
 
 class VoxelSize(NamedTuple):

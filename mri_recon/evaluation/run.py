@@ -18,8 +18,7 @@ from mri_recon import distributed
 from mri_recon.checkpoints import merge_saved_config
 from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.loaders import fixed_mask_datasets, volume_loader
-from mri_recon.errors import UserError
-from mri_recon.evaluation.export import FORMATS, export_volumes
+from mri_recon.evaluation.export import check_export, export_volumes
 from mri_recon.evaluation.methods import (
     BASELINES,
     Reconstructor,
@@ -55,12 +54,6 @@ def data_config(cfg: DictConfig, train_cfg: DictConfig | None, overrides: list[s
         OmegaConf.create({"data": cfg.data}), {"data": train_cfg.data}, data_overrides
     )
     return merged.data
-
-
-def check_export(formats: list[str]) -> None:
-    for name in formats:
-        if name not in FORMATS:
-            raise UserError(f"export: expected entries from {list(FORMATS)}, got {name!r}")
 
 
 def save_volumes(

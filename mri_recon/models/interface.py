@@ -20,8 +20,6 @@ from mri_recon.data.transforms import NORMALIZE_EPS, Sample
 from mri_recon.errors import UserError
 from mri_recon.runtime import Runtime
 
-TAKES = ("image", "kspace")
-
 
 def model_takes(model_cfg: DictConfig) -> str:
     """What the configured model takes ("image" or "kspace"), without building it."""
