@@ -13,12 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mri_recon.data.transforms import Sample
-
-
-def in_file_units(images: torch.Tensor, batch: Sample) -> torch.Tensor:
-    """Undo the normalization of (B, 1, h, w) ``images``."""
-    std = batch.std.to(images).reshape(-1, 1, 1, 1)
-    return images * std + batch.mean.to(images).reshape(-1, 1, 1, 1)
+from mri_recon.reconstruct import in_file_units
 
 
 class L1Loss(nn.Module):

@@ -10,11 +10,15 @@ from mri_recon.data.transforms import Sample
 from mri_recon.runtime import Runtime
 
 
-def unnormalize(images: torch.Tensor, batch: Sample) -> np.ndarray:
-    """(B, 1, H, W) normalized images -> (B, H, W) float32 in the file's units."""
+def in_file_units(images: torch.Tensor, batch: Sample) -> torch.Tensor:
+    """Undo the normalization of (B, 1, H, W) ``images`` (with the batch's mean and std)."""
     std = batch.std.reshape(-1, 1, 1, 1).to(images)
-    mean = batch.mean.reshape(-1, 1, 1, 1).to(images)
-    return (images.float() * std + mean)[:, 0].cpu().numpy().astype(np.float32)
+    return images * std + batch.mean.reshape(-1, 1, 1, 1).to(images)
+
+
+def unnormalize(images: torch.Tensor, batch: Sample) -> np.ndarray:
+    """(B, 1, H, W) normalized images -> (B, H, W) float32 numpy in the file's units."""
+    return in_file_units(images.float(), batch)[:, 0].cpu().numpy().astype(np.float32)
 
 
 @torch.no_grad()
