@@ -1,9 +1,24 @@
-"""Learning-rate schedules stepped once per optimizer step, each with a linear warmup."""
+"""Learning-rate schedules stepped once per optimizer step, each with a linear warmup.
+
+A schedule reads where the run ends from its ``Horizon``: a run of ``max_epochs`` knows that
+from the start; a run with a wall-clock budget (``trainer.max_time``) fixes it after its first
+epoch (``training.budget``), and until then its schedule holds the lr after the warmup.
+"""
 
 import math
+from dataclasses import dataclass
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+
+
+@dataclass
+class Horizon:
+    """Where a run's schedule ends: ``total_steps`` (None while a budget has not fixed it yet),
+    and ``decay_start``, the earliest step a decay may start (a budget run's decision step)."""
+
+    total_steps: int | None
+    decay_start: int = 0
 
 
 def _warmup(step: int, warmup_steps: int) -> float:
@@ -12,18 +27,21 @@ def _warmup(step: int, warmup_steps: int) -> float:
 
 def warmup_cosine(
     optimizer: Optimizer,
-    total_steps: int,
+    horizon: Horizon,
     steps_per_epoch: int,
     warmup_epochs: float,
     min_lr_ratio: float,
 ) -> LambdaLR:
-    """Linear warmup, then cosine decay from lr to min_lr_ratio * lr at ``total_steps``."""
+    """Linear warmup, then cosine decay to min_lr_ratio * lr at ``horizon.total_steps``."""
     warmup_steps = round(warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return _warmup(step, warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if horizon.total_steps is None:  # a budget run before it knows its length
+            return 1.0
+        start = max(warmup_steps, horizon.decay_start)
+        progress = min(1.0, max(0, step - start) / max(1, horizon.total_steps - start))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
@@ -31,13 +49,14 @@ def warmup_cosine(
 
 def warmup_step(
     optimizer: Optimizer,
-    total_steps: int,
+    horizon: Horizon,
     steps_per_epoch: int,
     warmup_epochs: float,
     step_epochs: int,
     gamma: float,
 ) -> LambdaLR:
-    """Linear warmup, then lr multiplied by ``gamma`` every ``step_epochs`` epochs."""
+    """Linear warmup, then lr multiplied by ``gamma`` every ``step_epochs`` epochs (in a budget
+    run too: the budget sets how many epochs there are, not where the decays fall)."""
     warmup_steps = round(warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
@@ -47,6 +66,6 @@ def warmup_step(
     return LambdaLR(optimizer, factor)
 
 
-def constant(optimizer: Optimizer, total_steps: int, steps_per_epoch: int) -> LambdaLR:
+def constant(optimizer: Optimizer, horizon: Horizon, steps_per_epoch: int) -> LambdaLR:
     """The optimizer's lr throughout."""
     return LambdaLR(optimizer, lambda step: 1.0)

@@ -35,7 +35,7 @@ from mri_recon.data.loaders import TrainingData
 from mri_recon.data.transforms import Sample
 from mri_recon.models.unet import count_parameters
 from mri_recon.runtime import Runtime
-from mri_recon.schedulers import constant
+from mri_recon.schedulers import Horizon, constant
 from mri_recon.training.state import TrainState
 from mri_recon.training.step import train_step
 
@@ -95,7 +95,7 @@ def fastmri_recipe(
     )
     model = runtime.place(FastmriUnet(1, 1, cfg.model.chans, cfg.model.num_pool_layers))
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
-    state = TrainState(model, optimizer, constant(optimizer, 0, 0), config={})
+    state = TrainState(model, optimizer, constant(optimizer, Horizon(0), 0), config={})
     return state, loader
 
 
@@ -171,7 +171,7 @@ def step_variants(cfg: DictConfig, device: str, rounds: int = 5) -> list[tuple[s
         runtime = Runtime.create(device, precision, False)
         model = runtime.place(FastmriUnet(1, 1, cfg.model.chans, cfg.model.num_pool_layers))
         optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
-        state = TrainState(model, optimizer, constant(optimizer, 0, 0), config={})
+        state = TrainState(model, optimizer, constant(optimizer, Horizon(0), 0), config={})
         runs[f"fastmri Unet, {label}"] = (state, runtime, None)
     for state, runtime, clip in runs.values():  # warm-up (and compilation)
         for _ in range(3):

@@ -24,7 +24,7 @@ from mri_recon.losses import StructuralLoss
 from mri_recon.models.interface import model_output
 from mri_recon.models.varnet import VarNet
 from mri_recon.runtime import Runtime
-from mri_recon.schedulers import constant
+from mri_recon.schedulers import Horizon, constant
 from mri_recon.training.state import TrainState
 from mri_recon.training.step import train_step
 
@@ -56,7 +56,7 @@ def synthetic_batch(size: tuple, batch: int = 1) -> Sample:
 
 def our_state(model: torch.nn.Module) -> TrainState:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    return TrainState(model, optimizer, constant(optimizer, 0, 0), {}, StructuralLoss())
+    return TrainState(model, optimizer, constant(optimizer, Horizon(0), 0), {}, StructuralLoss())
 
 
 def our_step_ms(model: torch.nn.Module, batch: Sample, runtime: Runtime, steps: int) -> float:

@@ -20,7 +20,7 @@ from mri_recon.data.loaders import build_loader
 from mri_recon.data.transforms import ZeroFilledTransform
 from mri_recon.models.unet import Unet
 from mri_recon.runtime import Runtime
-from mri_recon.schedulers import constant
+from mri_recon.schedulers import Horizon, constant
 from mri_recon.training.state import TrainState
 from mri_recon.training.step import train_step
 
@@ -43,7 +43,7 @@ def soak(root: Path, challenge: str, epochs: int, num_workers: int, train: bool)
     )
     model = Unet(chans=8, num_pool_layers=3)
     optimizer = torch.optim.Adam(model.parameters())
-    state = TrainState(model, optimizer, constant(optimizer, 0, 0), config={})
+    state = TrainState(model, optimizer, constant(optimizer, Horizon(0), 0), config={})
     runtime = Runtime.create("cpu", "32")
     samples = []
     for _ in range(epochs):

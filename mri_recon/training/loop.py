@@ -21,6 +21,7 @@ from mri_recon import distributed
 from mri_recon.data.loaders import TrainingData
 from mri_recon.errors import UserError
 from mri_recon.runtime import Runtime, seed_everything
+from mri_recon.training import budget
 from mri_recon.training.checkpointing import Checkpoints, resolve_resume
 from mri_recon.training.reporting import Reporter
 from mri_recon.training.settings import check_config
@@ -84,30 +85,27 @@ class Training:
         self.checkpoints = Checkpoints(run_dir / "checkpoints")
         self.panel_keys = panel_slices(self.data.val_set, self.trainer.num_val_images)
         self.stop = StopRequest(self.trainer.stop_check_every_n_steps, runtime.device)
+        # The training loop's wall clock starts here: (when, state.seconds by then).
+        self.clock = (time.perf_counter(), self.state.seconds)
 
     def run(self) -> TrainingResult:
-        """Epochs until ``max_epochs`` (or ``stop_after_epoch``, or a stop request)."""
+        """Epochs until the run's end (``max_epochs``, or the steps its budget fixed), or
+        ``stop_after_epoch``, or a stop request."""
         state, metrics = self.state, {}
         self.reporter.start(state, self.runtime)
-        last = self.trainer.max_epochs
-        if self.trainer.stop_after_epoch is not None:
-            last = min(last, self.trainer.stop_after_epoch)
-        epochs = tqdm(
-            range(state.epoch, last),
-            desc="training",
-            unit="epoch",
-            initial=state.epoch,
-            total=self.trainer.max_epochs,
-        )
+        epochs = tqdm(desc="training", unit="epoch", initial=state.epoch, total=self.planned())
         try:
             with self.stop:
-                for epoch in epochs:
-                    start = time.perf_counter()
+                while self.epochs_left():
+                    epoch, steps_before, start = state.epoch, state.global_step, time.perf_counter()
                     self.data.start_epoch(epoch)
                     train_loss = self.train_epoch(epoch)
                     if train_loss is None:  # stopped mid-epoch, checkpoint written
                         break
-                    metrics = self.end_epoch(epoch, train_loss, start)
+                    timing = (time.perf_counter() - start, state.global_step - steps_before)
+                    metrics = self.end_epoch(epoch, train_loss, timing)
+                    epochs.total = self.planned()
+                    epochs.update()
                     if self.stop.agreed():  # a stop request that came during validation
                         break
             return self.finish(metrics)
@@ -115,20 +113,42 @@ class Training:
             self.reporter.write_metrics(state, {}, diverged=str(error))
             raise
         finally:
+            epochs.close()
             self.reporter.close()
 
+    def epochs_left(self) -> bool:
+        """Whether to start another epoch (not past ``stop_after_epoch`` nor the run's end)."""
+        after = self.trainer.stop_after_epoch
+        return not (after is not None and self.state.epoch >= after) and not self.complete()
+
+    def complete(self) -> bool:
+        """Whether the run has reached its end: its last epoch, or its budget's last step."""
+        state, last_epoch = self.state, self.trainer.max_epochs
+        total = state.horizon.total_steps
+        if state.budgeted and total is not None and state.global_step >= total:
+            return True
+        return last_epoch is not None and state.epoch >= last_epoch
+
+    def planned(self) -> int | None:
+        """How many epochs the run has (None: a budget run before its first epoch's end)."""
+        if not self.state.budgeted:
+            return self.trainer.max_epochs
+        total = self.state.horizon.total_steps
+        return None if total is None else math.ceil(total / len(self.data.train_loader))
+
     def finish(self, metrics: dict[str, Any]) -> TrainingResult:
-        """The one way a run ends: metrics.json once every epoch is done, else (a stop signal,
+        """The one way a run ends: metrics.json once it is complete, else (a stop signal,
         ``stop_after_epoch``) the line that says how to resume."""
         state = self.state
-        if state.epoch >= self.trainer.max_epochs and self.stop.stopped is None:
+        if self.complete() and self.stop.stopped is None:
             self.reporter.write_metrics(state, metrics)
         else:
             self.reporter.resume_hint(state, self.stop.stopped)
         return TrainingResult(metrics, self.stop.stopped)
 
     def train_epoch(self, epoch: int) -> float | None:
-        """One pass over the training slices; the mean loss of its steps (nan if none).
+        """One pass over the training slices (in a budget run's last epoch, up to its last
+        step); the mean loss of its steps (nan if none).
 
         After a stop request the step finishes, last.pt is written and None returned.
         """
@@ -151,10 +171,19 @@ class Training:
             self.reporter.step(state, result.loss, len(batch.fname))
             stop = self.stop.agreed(state.global_step)
             if stop or (every and state.global_step % every == 0):
-                self.checkpoints.save(state.state_dict(), "last.pt")
+                self.save("last.pt")
             if stop:
                 return None
+            if self.complete():  # a budget run's last step
+                break
+        bar.close()
         return float(np.mean(losses)) if losses else math.nan
+
+    def save(self, name: str) -> None:
+        """Write the state as checkpoints/<name>, with the loop's seconds so far."""
+        started, seconds_before = self.clock
+        self.state.seconds = seconds_before + time.perf_counter() - started
+        self.checkpoints.save(self.state.state_dict(), name)
 
     def skip_bad_step(self, loss: float) -> None:
         """Count a NaN/Inf step (its update was skipped); stop after too many in a row."""
@@ -173,18 +202,42 @@ class Training:
                 "Lower optimizer.lr or set trainer.gradient_clip_val"
             )
 
-    def end_epoch(self, epoch: int, train_loss: float, start: float) -> dict[str, Any]:
-        """Validate, count the epoch, report it, then write best.pt (if SSIM improved) and
-        last.pt (reported first: a checkpoint never runs ahead of its epoch's events)."""
+    def end_epoch(self, epoch: int, train_loss: float, timing: tuple[float, int]) -> dict[str, Any]:
+        """Validate, count the epoch, fix a budget run's length (after its first epoch), report
+        the epoch, then write best.pt (if SSIM improved) and last.pt (reported first: a
+        checkpoint never runs ahead of its epoch's events).
+
+        ``timing``: the epoch's training seconds and optimizer steps in this process.
+        """
         state = self.state
+        start = time.perf_counter()
         result = validate(state, self.data.val_loader, self.runtime, self.panel_keys)
-        seconds = time.perf_counter() - start  # training + validation
+        validation_seconds = time.perf_counter() - start
         state.epoch, state.batches_done = epoch + 1, 0
         best = result.metrics["SSIM"]["mean"] > state.best_ssim
         if best:
             state.best_ssim, state.best_epoch = result.metrics["SSIM"]["mean"], epoch + 1
-        self.reporter.epoch(state, train_loss, result, seconds)
+        if state.budgeted and state.horizon.total_steps is None:
+            self.fix_budget(timing, validation_seconds)
+        self.reporter.epoch(
+            state, train_loss, result, timing[0] + validation_seconds, self.planned()
+        )
         if best:
-            self.checkpoints.save(state.state_dict(), "best.pt")
-        self.checkpoints.save(state.state_dict(), "last.pt")
+            self.save("best.pt")
+        self.save("last.pt")
         return result.metrics
+
+    def fix_budget(self, timing: tuple[float, int], validation_seconds: float) -> None:
+        """Set the run's total steps from the pace measured in this epoch (``budget``)."""
+        state, steps_per_epoch = self.state, len(self.data.train_loader)
+        started, seconds_before = self.clock
+        max_epochs = self.trainer.max_epochs
+        state.horizon.total_steps = budget.decide(
+            budget=budget.parse_max_time(self.trainer.max_time),
+            spent=seconds_before + time.perf_counter() - started,
+            pace=budget.Pace(*timing, validation_seconds),
+            steps_per_epoch=steps_per_epoch,
+            steps_done=state.global_step,
+            max_steps=None if max_epochs is None else max_epochs * steps_per_epoch,
+        )
+        state.horizon.decay_start = state.global_step

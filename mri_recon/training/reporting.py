@@ -77,11 +77,16 @@ class Reporter:
         self.window_start, self.window_slices = time.perf_counter(), 0
 
     def epoch(
-        self, state: TrainState, train_loss: float, result: ValidationResult, seconds: float
+        self,
+        state: TrainState,
+        train_loss: float,
+        result: ValidationResult,
+        seconds: float,
+        planned: int | None,
     ) -> None:
         """The epoch's report, after ``state`` counts it: validation scalars, panels and the
         epoch's seconds (training + validation) at the global step, so they line up with
-        train/*, flushed; then the log line."""
+        train/*, flushed; then the log line (epoch N of ``planned``)."""
         step, metrics = state.global_step, result.metrics
         for name in ("loss", *METRICS):
             value = metrics[name] if name == "loss" else metrics[name]["mean"]
@@ -98,9 +103,9 @@ class Reporter:
         self.writer.add_scalar("time/epoch_seconds", seconds, step)
         self.writer.flush()
         log.info(
-            "epoch %d/%d  train loss %.4f  val loss %.4f  SSIM %.4f  PSNR %.2f  NMSE %.4f  %.0fs%s",
+            "epoch %d/%s  train loss %.4f  val loss %.4f  SSIM %.4f  PSNR %.2f  NMSE %.4f  %.0fs%s",
             state.epoch,
-            self.cfg.trainer.max_epochs,
+            planned or "?",
             train_loss,
             metrics["loss"],
             metrics["SSIM"]["mean"],
@@ -141,7 +146,8 @@ class Reporter:
             "norm": cfg.model.norm,
             "chans": cfg.model.chans,
             "batch_size": cfg.data.batch_size,
-            "epochs": cfg.trainer.max_epochs,
+            "epochs": state.epoch,
+            "max_time": cfg.trainer.max_time or "none",
         }
         result = {
             "epoch": state.epoch,

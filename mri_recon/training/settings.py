@@ -8,10 +8,10 @@ from mri_recon.data.loaders import check_transform_on
 from mri_recon.errors import UserError
 from mri_recon.models.unet import NORMS, group_count
 from mri_recon.runtime import check_channels_last, check_precision
+from mri_recon.training.budget import parse_max_time
 
 NUMBER_RULES = [  # key, integer?, valid, what is expected
     ("optimizer.lr", False, lambda v: v > 0, "a positive number"),
-    ("trainer.max_epochs", True, lambda v: v >= 1, "an integer >= 1"),
     ("trainer.max_bad_steps", True, lambda v: v >= 1, "an integer >= 1"),
     ("trainer.stop_check_every_n_steps", True, lambda v: v >= 1, "an integer >= 1"),
     ("data.batch_size", True, lambda v: v >= 1, "an integer >= 1"),
@@ -47,6 +47,14 @@ def check_model(model: DictConfig, challenge: str) -> None:
         )
 
 
+def check_length(cfg: DictConfig) -> None:
+    """A run needs an epoch count, a budget or both (whichever ends it first)."""
+    budget = parse_max_time(cfg.trainer.max_time)
+    if cfg.trainer.max_epochs is not None or budget is None:
+        expected = "an integer >= 1" + ("" if budget else " (null only with trainer.max_time)")
+        check_value(cfg, "trainer.max_epochs", True, lambda v: v >= 1, expected)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise UserError naming the first value that cannot work."""
     for key, integer, valid, expected in NUMBER_RULES:
@@ -56,6 +64,7 @@ def check_config(cfg: DictConfig) -> None:
         check_value(
             cfg, "trainer.gradient_clip_val", False, lambda v: v > 0, "a positive number or null"
         )
+    check_length(cfg)
     check_precision(cfg.trainer.precision)
     check_channels_last(cfg.trainer.channels_last)
     check_transform_on(cfg.data.transform_on)

@@ -13,6 +13,7 @@ from torch import nn
 from mri_recon.checkpoints import load_weights
 from mri_recon.losses import L1Loss
 from mri_recon.runtime import Runtime
+from mri_recon.schedulers import Horizon
 from mri_recon.training.checkpointing import restore_rng_states, rng_states
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,9 @@ class TrainState:
 
     ``epoch`` counts finished epochs, ``batches_done`` the batches of the current epoch already
     consumed (a mid-epoch checkpoint replays the epoch's loader and skips those), ``global_step``
-    the optimizer steps taken, ``bad_steps`` the current run of NaN/Inf steps.
+    the optimizer steps taken, ``bad_steps`` the current run of NaN/Inf steps, ``seconds`` the
+    training loop's wall clock so far (all invocations). ``horizon`` is where the schedule ends
+    (for a budget run, None until its first epoch fixed it).
     """
 
     model: nn.Module
@@ -40,6 +43,8 @@ class TrainState:
     bad_steps: int = 0
     best_ssim: float = -math.inf
     best_epoch: int | None = None
+    seconds: float = 0.0
+    horizon: Horizon = field(default_factory=lambda: Horizon(None))
     # What the training step calls: the model, or its DDP/compiled wrapper (not saved).
     module: nn.Module | None = field(default=None, repr=False)
     resumed: bool = False
@@ -53,14 +58,14 @@ class TrainState:
         """A fresh model (on the runtime's device), optimizer and schedule from the config."""
         model = runtime.place(hydra.utils.instantiate(cfg.model))
         optimizer = hydra.utils.instantiate(cfg.optimizer)(params=model.parameters())
+        budget = cfg.trainer.max_time is not None
+        horizon = Horizon(None if budget else cfg.trainer.max_epochs * steps_per_epoch)
         scheduler = hydra.utils.instantiate(cfg.scheduler)(
-            optimizer=optimizer,
-            total_steps=cfg.trainer.max_epochs * steps_per_epoch,
-            steps_per_epoch=steps_per_epoch,
+            optimizer=optimizer, horizon=horizon, steps_per_epoch=steps_per_epoch
         )
         config = OmegaConf.to_container(cfg, resolve=True)
         loss = hydra.utils.instantiate(cfg.loss)
-        return cls(model, optimizer, scheduler, config, loss)
+        return cls(model, optimizer, scheduler, config, loss, horizon=horizon)
 
     def progress(self) -> dict[str, Any]:
         """The counters, as stored in a checkpoint's ``progress``."""
@@ -71,7 +76,15 @@ class TrainState:
             "bad_steps": self.bad_steps,
             "best_ssim": self.best_ssim,
             "best_epoch": self.best_epoch,
+            # A budget run's decision (an epoch run's horizon comes from its config).
+            "budget_steps": self.horizon.total_steps if self.budgeted else None,
+            "decay_start": self.horizon.decay_start,
         }
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether the run's length is set by ``trainer.max_time``."""
+        return self.config.get("trainer", {}).get("max_time") is not None
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: weights, optimizer and scheduler states, counters, RNG states, config."""
@@ -80,6 +93,7 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "progress": self.progress(),
+            "seconds": self.seconds,  # kept apart: progress is equal in equal runs, this is not
             "rng": rng_states(),
             "config": self.config,
         }
@@ -96,6 +110,10 @@ class TrainState:
         self.bad_steps = progress.get("bad_steps", 0)
         self.best_ssim = progress["best_ssim"]
         self.best_epoch = progress.get("best_epoch")
+        self.seconds = checkpoint.get("seconds", 0.0)
+        if self.budgeted and progress.get("budget_steps") is not None:
+            self.horizon.total_steps = progress["budget_steps"]
+            self.horizon.decay_start = progress["decay_start"]
         restore_rng_states(checkpoint["rng"])
         self.resumed = True
         log.info("resuming at epoch %d, step %d", self.epoch + 1, self.global_step)

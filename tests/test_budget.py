@@ -1,0 +1,126 @@
+"""Wall-clock budgets (trainer.max_time): the parsing, the plan, and budget runs that end at
+their planned step with the schedule finished, also after a SIGKILL and resume."""
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from mri_recon.errors import UserError
+from mri_recon.training import budget
+from mri_recon.training.settings import check_config
+
+from .conftest import compose_config, train_in_process
+from .test_faults import checkpoint_step, resume_and_compare, start_and_signal, train_args
+
+STEPS_PER_EPOCH = 5  # the tiny dataset: 9 training slices, batch 2
+
+
+def saved(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("00:06:00", 360),
+        ("1:30:00", 5400),
+        ("45", 45 * 60),
+        ("45:30", 45 * 60 + 30),
+        ("2-00", 2 * 86400),
+        ("1-12:30", 86400 + 12 * 3600 + 30 * 60),
+        ("1-00:00:05", 86405),
+    ],
+)
+def test_max_time_reads_slurms_formats(text: str, seconds: int) -> None:
+    assert budget.parse_max_time(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (5400, "got the number 5400 (quote a time"),
+        ("ten minutes", "expected a time as Slurm writes it"),
+        ("1:2:3:4", "expected a time as Slurm writes it"),
+        ("00:00:00", "expected a positive time"),
+    ],
+)
+def test_max_time_that_cannot_work_is_one_line(value: object, message: str) -> None:
+    with pytest.raises(UserError, match="trainer.max_time: ") as error:
+        budget.parse_max_time(value)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_run_needs_an_epoch_count_or_a_budget() -> None:
+    cfg = compose_config("train", ["trainer.max_epochs=null"])
+    with pytest.raises(UserError, match="null only with trainer.max_time"):
+        check_config(cfg)
+    check_config(compose_config("train", ["trainer.max_epochs=null", "trainer.max_time=10:00"]))
+
+
+def test_plan_fills_the_budget_with_epochs_then_a_partial_one() -> None:
+    # 10 s spent in epoch 1 (10 steps); 1 s a step, 5 s a validation, 110 s budget: six full
+    # epochs (15 s each) and 5 steps of a seventh, then its validation, end at exactly 110 s.
+    total = budget.planned_steps(110, 10, 1.0, 5.0, steps_per_epoch=10, steps_done=10)
+    assert total == 75
+    assert 10 + (total - 10) * 1.0 + 7 * 5.0 == 110
+    # Nothing left after the first epoch: the run ends there.
+    assert budget.planned_steps(12, 10, 1.0, 5.0, steps_per_epoch=10, steps_done=10) == 10
+
+
+def test_budget_run_ends_at_its_planned_step_with_the_schedule_finished(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    args = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", "debug=tiny"]
+    args.append("trainer.max_epochs=null")
+    result = train_in_process(tmp_path / "run", *args, "trainer.max_time=00:00:04")
+    state = saved(tmp_path / "run")
+    total = state["progress"]["budget_steps"]
+    assert total >= STEPS_PER_EPOCH and state["progress"]["global_step"] == total
+    assert state["progress"]["epoch"] == math.ceil(total / STEPS_PER_EPOCH)
+    assert result.stopped_by is None and state["seconds"] <= 4 + 1  # one step's slack
+    cfg = compose_config("train", args)
+    lr = state["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(cfg.optimizer.lr * cfg.scheduler.min_lr_ratio)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["hparams"]["max_time"] == "00:00:04" and "SSIM" in metrics["val"]
+
+
+def test_budget_that_max_epochs_ends_first_is_the_epoch_run(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    """A budget longer than max_epochs changes nothing: the same steps, schedule and weights
+    (so `make train` on a fast CPU is the plain 16-epoch run)."""
+    args = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", "debug=tiny"]
+    args.append("trainer.max_epochs=2")
+    plain = train_in_process(tmp_path / "plain", *args)
+    capped = train_in_process(tmp_path / "capped", *args, "trainer.max_time=01:00:00")
+    assert capped.metrics == plain.metrics
+    a, b = saved(tmp_path / "plain"), saved(tmp_path / "capped")
+    assert b["progress"]["budget_steps"] == a["progress"]["global_step"] == 2 * STEPS_PER_EPOCH
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_budget_run_killed_then_resumed_matches_uninterrupted(
+    tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL after the budget was fixed (step 7, in epoch 2): the resumed run keeps the
+    killed one's plan and ends equal to an uninterrupted run with that plan."""
+    budget_args = ["trainer.max_epochs=null", "trainer.max_time=00:00:06"]
+    run_dir = tmp_path / "killed" / "run"
+    killed = start_and_signal(train_args(tiny_root, run_dir, *budget_args), 7, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL and checkpoint_step(run_dir) >= 7
+    total = saved(run_dir)["progress"]["budget_steps"]
+    assert total > 7
+
+    straight = tmp_path / "straight" / "run"
+    monkeypatch.setattr(budget, "planned_steps", lambda *args, **kwargs: total)
+    args = [a for a in train_args(tiny_root, straight, *budget_args) if "hydra." not in a]
+    train_in_process(straight, *args)
+    resume_and_compare(run_dir, straight)
+    assert saved(run_dir)["progress"] == saved(straight)["progress"]
+    assert (run_dir / "metrics.json").read_text() == (straight / "metrics.json").read_text()
