@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import benchmark_data
+import benchmark_flops
 import benchmark_quality
 import benchmark_train
 import benchmark_tv
@@ -46,6 +47,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
+FLOPS_INTRO = (
+    "The default U-Net's training step (`train_step`, a demo batch in memory) as FLOPs per "
+    "second, its FLOPs counted from its layers by `torch.utils.flop_counter.FlopCounterMode` "
+    "(convolutions and matrix products, forward and backward), against a 2048x2048 `torch.mm` "
+    "on the same cores in the same precision. Alone: `.venv/bin/python "
+    "scripts/benchmark_flops.py`. On a GPU (`--device cuda`) the same table applies; none was "
+    "measured here."
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("data/demo"))
@@ -62,6 +73,7 @@ def main() -> None:
     data_section, data_rate = benchmark_data.run(args.repeats)
     train_section, train_rate = benchmark_train.run(root, steps=30, repeats=args.repeats)
     precision_section = benchmark_train.precision_section(root)
+    flops_section = benchmark_flops.run(root)
     quality_section = benchmark_quality.run(root, args.budget, args.seeds)
     bf16_section = benchmark_quality.precision_quality(root, args.quality_epochs)
     varnet_section = benchmark_varnet.run()
@@ -108,6 +120,11 @@ def main() -> None:
         "under bf16); `trainer.compile` stays off by default (its gain is small on the CPU and "
         "the first step compiles for about a minute).",
         "",
+        "## How close the training step is to the processor's limit",
+        "",
+        FLOPS_INTRO,
+        "",
+        flops_section,
         "## Quality under bf16",
         "",
         "`mri-recon-train` with the default config on the demo data, the same epochs in fp32 "

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 import torch
-from benchmark_train import step_milliseconds, train_config
+from benchmark_train import as_images, step_milliseconds, train_config
 from torch.utils.flop_counter import FlopCounterMode
 
+from mri_recon.data.loaders import TrainingData
 from mri_recon.runtime import Runtime, cpu_has_native_bf16
 from mri_recon.training.state import TrainState
 
@@ -27,11 +28,13 @@ MM_SIZE = 2048
 PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16}
 
 
-def matmul_gflops(dtype: torch.dtype, device: str, rounds: int = 5) -> float:
-    """GFLOP/s of a ``MM_SIZE`` square torch.mm (median of ``rounds`` after a warm-up)."""
+def matmul_gflops(dtype: torch.dtype, device: str, rounds: int = 10) -> float:
+    """GFLOP/s of a ``MM_SIZE`` square torch.mm: the best of ``rounds`` after three warm-up
+    products (the first bf16 products on a CPU with AMX run far slower than the later ones)."""
     a = torch.randn(MM_SIZE, MM_SIZE, device=device).to(dtype)
     b = torch.randn(MM_SIZE, MM_SIZE, device=device).to(dtype)
-    torch.mm(a, b)
+    for _ in range(3):
+        torch.mm(a, b)
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
@@ -39,18 +42,17 @@ def matmul_gflops(dtype: torch.dtype, device: str, rounds: int = 5) -> float:
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return 2 * MM_SIZE**3 / statistics.median(times) / 1e9
+    return 2 * MM_SIZE**3 / min(times) / 1e9
 
 
 def step_state(root: Path, precision: str, device: str) -> tuple[TrainState, Runtime, tuple]:
-    """The default training state in ``precision`` and a (images, targets) batch in memory."""
-    cfg = train_config(root, [f"trainer.precision={precision}"])
+    """The default training state in ``precision`` and a batch of the demo's training loader
+    (images, targets), in memory."""
+    cfg = train_config(root, [f"trainer.precision={precision}", "data.num_workers=0"])
     runtime = Runtime.create(device, precision, "auto")
     torch.manual_seed(0)
     state = TrainState.create(cfg, runtime, steps_per_epoch=1000)
-    size = (cfg.data.batch_size, 1, cfg.image_size, cfg.image_size)
-    generator = torch.Generator().manual_seed(0)
-    batch = (torch.randn(size, generator=generator), torch.randn(size, generator=generator))
+    batch = as_images(next(iter(TrainingData(cfg, torch.device("cpu")).train_loader)))
     return state, runtime, batch
 
 

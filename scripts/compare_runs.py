@@ -9,7 +9,7 @@ evaluation runs are skipped. Runs whose Hydra overrides differ only in `seed` fo
 configuration, named by the overrides that differ between configurations. The table gives per
 configuration the final validation SSIM/PSNR/NMSE as mean over seeds with their spread
 (max - min), the SSIM after the first epoch (early progress), the last epoch's training and
-validation L1 loss, the best epoch of each seed and the wall-clock per run; the plot draws
+validation L1 loss, the best epoch of each seed, the optimizer steps and the wall-clock per run; the plot draws
 validation SSIM and training loss against the optimizer step, one line per run (a colour per
 configuration, a line style per seed). Writes <out>.png and <out>.md (default out:
 <first folder>/comparison) and prints the table.
@@ -209,6 +209,7 @@ def table(runs: list[Run]) -> str:
         seconds = [run.seconds for run in members if run.seconds is not None]
         ssim = [run.final["SSIM"] for run in finished]
         first_ssim = [float(run.curves["val/SSIM"][1][0]) for run in finished]  # early progress
+        steps = [int(run.curves["val/SSIM"][0][-1]) for run in finished]  # at the last epoch
         rows.append(
             (
                 np.mean(ssim) if ssim else -np.inf,
@@ -223,6 +224,7 @@ def table(runs: list[Run]) -> str:
                         for m in LOSSES
                     ),
                     ", ".join(str(run.best_epoch) for run in finished) or "–",
+                    f"{np.mean(steps):.0f}" if steps else "–",
                     f"{np.mean(seconds):.1f}" if seconds else "–",
                     "; ".join(notes),
                 ],
@@ -240,6 +242,7 @@ def table(runs: list[Run]) -> str:
         "train loss",
         "val loss",
         "best epoch",
+        "steps",
         "wall-clock s/run",
         "notes",
     ]
@@ -330,7 +333,7 @@ def main() -> None:
         "(max - min) in parentheses; SSIM after epoch 1 shows the early progress. Train loss: "
         "mean logged L1 loss of the last epoch (train mode); val loss: L1 after the last epoch "
         "(eval mode; a gap between them is what BatchNorm's running statistics cause). Best epoch: by "
-        "validation SSIM, one per seed. Wall-clock: "
+        "validation SSIM, one per seed. Steps: optimizer steps per run. Wall-clock: "
         f"training + validation time per run (all runs: {total / 60:.1f} min).\n"
     )
     out.with_suffix(".md").write_text(text)

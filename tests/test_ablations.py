@@ -90,6 +90,7 @@ def test_optimizer_sweep_and_comparison(tiny_root: Path, tmp_path: Path) -> None
             train_loss,
             val_loss,
             best_epoch,
+            steps,
             seconds,
             notes,
         ) = rows[label]
@@ -104,6 +105,8 @@ def test_optimizer_sweep_and_comparison(tiny_root: Path, tmp_path: Path) -> None
         assert float(train_loss) > 0
         assert float(val_loss) == pytest.approx(val["loss"], abs=1e-4)
         assert float(seconds) > 0 and notes == ""
+        last = torch.load(sweep_dir / name / "checkpoints" / "last.pt", weights_only=False)
+        assert int(steps) == last["progress"]["global_step"] > 0
     image = matplotlib.image.imread(out.with_suffix(".png"))
     assert image.ndim == 3 and image.shape[1] > image.shape[0]  # two panels side by side
 
