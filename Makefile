@@ -55,7 +55,7 @@ bench: $(STAMP) | $(DEMO)/singlecoil_train
 # The lecture's optimizer and normalization sweeps on the demo data, each run twice: the same
 # epochs for every run, then the same wall-clock budget for every run (ABLATION_TIME, what a
 # batch-8 run of the epoch sweep takes on a 2-core Xeon with bf16), since an optimizer or batch
-# size that is cheaper per step gets more steps in equal time (about 55 min on that CPU). Then one
+# size that is cheaper per step gets more steps in equal time (63 min on that CPU). Then one
 # plot and table per sweep (comparison.png, comparison.md) in runs/ablations/<time>/.
 ABLATION_TIME ?= 00:00:23
 ablations: $(STAMP) | $(DEMO)/singlecoil_train

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from fastmri.models import Unet as FastmriUnet
 
 from mri_recon.data.loaders import TrainingData
+from mri_recon.data.transforms import Sample
 from mri_recon.reconstruct import predict
 from mri_recon.runtime import Runtime
+from mri_recon.schedulers import Horizon, constant
 from mri_recon.training import loop
 from mri_recon.training.state import TrainState
 from mri_recon.training.step import train_step
@@ -138,3 +141,16 @@ def test_device_side_transform_gives_the_workers_batches(tiny_root: Path, tmp_pa
             torch.testing.assert_close(
                 getattr(device, field), getattr(workers, field), rtol=1e-4, atol=1e-4
             )
+
+
+def test_a_model_without_takes_is_an_image_model_in_the_step() -> None:
+    """fastmri.models.Unet has no ``takes``: the benchmarks train it through ``train_step``."""
+    torch.manual_seed(0)
+    model = FastmriUnet(1, 1, 4, 2)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+    state = TrainState(model, optimizer, constant(optimizer, Horizon(0), 0), config={})
+    images = torch.randn(2, 1, 16, 16)
+    before = [parameter.clone() for parameter in model.parameters()]
+    result = train_step(state, Sample(images, images), Runtime.create("cpu", "32"), clip=None)
+    assert result.applied and result.loss > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

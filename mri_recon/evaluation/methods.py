@@ -18,7 +18,7 @@ from mri_recon.checkpoints import load_model
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError
-from mri_recon.models.interface import model_output
+from mri_recon.models.interface import model_output, takes
 from mri_recon.reconstruct import unnormalize
 from mri_recon.runtime import Runtime
 
@@ -95,7 +95,7 @@ class Reconstructor:
         chunk, outputs = self.cfg.data.batch_size, []
         for start in range(0, len(batch.fname), chunk):
             part = Sample(*(field[start : start + chunk] for field in batch))
-            outputs.append(model_output(model, model.takes, part, self.runtime))
+            outputs.append(model_output(model, takes(model), part, self.runtime))
         return unnormalize(torch.cat(outputs), batch)
 
     def tv(self, batch: Sample, acceleration: int) -> np.ndarray:

@@ -28,6 +28,7 @@ from mri_recon.evaluation.methods import (
 )
 from mri_recon.evaluation.reports import save_figure, write_report, write_volume
 from mri_recon.metrics import METRICS, summarize, volume_metrics
+from mri_recon.models.interface import takes
 from mri_recon.reconstruct import unnormalize
 from mri_recon.runtime import Runtime
 
@@ -97,7 +98,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None)
         train_cfg = next((train_cfg for _, train_cfg in learned.values()), None)
         cfg = OmegaConf.merge(cfg, {"data": data_config(cfg, train_cfg, overrides or [])})
         reconstructor = Reconstructor(cfg, methods, models, runtime)
-        kspace = "tv" in methods or any(model.takes == "kspace" for model in models.values())
+        kspace = "tv" in methods or any(takes(model) == "kspace" for model in models.values())
         datasets = list(fixed_mask_datasets(cfg.data, cfg.mask, cfg.split, kspace))
         if not datasets[0][1].has_targets:  # test/challenge files: their own masks, no metrics
             write_test_reconstructions(cfg, run_dir, datasets[0][1], reconstructor)

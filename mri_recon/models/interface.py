@@ -26,6 +26,12 @@ def model_takes(model_cfg: DictConfig) -> str:
     return getattr(hydra.utils.get_class(model_cfg._target_), "takes", "image")
 
 
+def takes(model: nn.Module) -> str:
+    """What a built model takes: its class's ``takes``, "image" for a class without one (such
+    as fastmri.models.Unet, which the benchmarks train through the same step)."""
+    return getattr(model, "takes", "image")
+
+
 def kspace_output(model: nn.Module, batch: Sample, runtime: Runtime) -> torch.Tensor:
     """(B, 1, h, w) normalized output of a k-space model; k-space of different widths in one
     batch (a list, see ``device_collate``) goes through the model one sample at a time."""
@@ -57,7 +63,7 @@ def kspace_output(model: nn.Module, batch: Sample, runtime: Runtime) -> torch.Te
 
 def model_output(model: nn.Module, takes: str, batch: Sample, runtime: Runtime) -> torch.Tensor:
     """The (B, 1, h, w) float32 normalized output of ``model`` (or its DDP/compiled wrapper)
-    for ``batch``, under the runtime's autocast; ``takes`` is the model's ``model_takes``."""
+    for ``batch``, under the runtime's autocast; ``takes``: ``takes(model)``."""
     with runtime.autocast():
         if takes == "kspace":
             return kspace_output(model, batch, runtime)

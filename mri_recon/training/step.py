@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mri_recon.data.transforms import Sample
-from mri_recon.models.interface import model_output
+from mri_recon.models.interface import model_output, takes
 from mri_recon.runtime import Runtime
 from mri_recon.training.state import TrainState
 
@@ -39,7 +39,7 @@ def train_step(
     """
     state.module.train()
     targets = batch.target.to(runtime.device, non_blocking=True)
-    output = model_output(state.module, state.model.takes, batch, runtime)
+    output = model_output(state.module, takes(state.model), batch, runtime)
     loss = state.loss(output, targets, batch)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -10,7 +10,7 @@ from mri_recon import distributed
 from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.transforms import Sample
 from mri_recon.metrics import summarize, volume_metrics
-from mri_recon.models.interface import model_output
+from mri_recon.models.interface import model_output, takes
 from mri_recon.reconstruct import VolumeCollector, unnormalize
 from mri_recon.runtime import Runtime
 from mri_recon.training.state import TrainState
@@ -77,7 +77,7 @@ def validate(
         loader, desc="validation", leave=False, unit="batch", disable=not distributed.is_main()
     )
     for batch in bar:
-        output = model_output(model, model.takes, batch, runtime)
+        output = model_output(model, takes(model), batch, runtime)
         target = batch.target.to(runtime.device)
         loss_sum += state.loss(output, target, batch).item() * len(batch.fname)
         count += len(batch.fname)
