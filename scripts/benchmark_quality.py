@@ -132,6 +132,13 @@ class Budget(NamedTuple):
     def mean(self, acceleration: int) -> float:
         return float(np.mean(self.ssim[acceleration]))
 
+    def cells(self, accelerations: list[int]) -> str:
+        """Table cells: the mean SSIM per acceleration, the runs' range in brackets."""
+        return " | ".join(
+            f"{self.mean(a):.4f} ({min(self.ssim[a]):.3f}-{max(self.ssim[a]):.3f})"
+            for a in accelerations
+        )
+
 
 def budget_runs(
     make: Callable[..., Recipe],
@@ -217,11 +224,9 @@ def report(runs: dict, budget: float, seeds: int, accelerations: list[int]) -> s
     ]
     for (name, precision), rows in runs.items():
         for row in rows:
-            values = " | ".join(
-                f"{row.mean(a):.4f} ({min(row.ssim[a]):.3f}-{max(row.ssim[a]):.3f})"
-                for a in accelerations
+            lines.append(
+                f"| {name} | {precision} | {row.seconds:.0f} | {row.cells(accelerations)} |"
             )
-            lines.append(f"| {name} | {precision} | {row.seconds:.0f} | {values} |")
     return "\n".join([*lines, "", speedup_table(runs, accelerations)])
 
 
@@ -267,12 +272,9 @@ def at_make_train(root: Path, factor: float, seeds: int, cap: float = 300.0) -> 
     for name, budget in (("ours", seconds), ("fastMRI recipe", factor * seconds)):
         print(f"{name}, {budget:.0f} s:", flush=True)
         (row,) = budget_runs(RECIPES[name], cfg, runtime, [budget], datasets, range(seeds))
-        values = " | ".join(
-            f"{row.mean(a):.4f} ({min(row.ssim[a]):.3f}-{max(row.ssim[a]):.3f})"
-            for a, _ in datasets
-        )
         precision = "bf16" if runtime.bf16 else "fp32"
-        lines.append(f"| {name} | {precision} | {budget:.0f} | {values} |")
+        cells = row.cells([a for a, _ in datasets])
+        lines.append(f"| {name} | {precision} | {budget:.0f} | {cells} |")
     return "\n".join(lines)
 
 

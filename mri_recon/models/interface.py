@@ -21,15 +21,15 @@ from mri_recon.errors import UserError
 from mri_recon.runtime import Runtime
 
 
+def takes(model: nn.Module | type) -> str:
+    """What a model (or model class) takes: its class's ``takes``, "image" for a class without
+    one (such as fastmri.models.Unet, which the benchmarks train through the same step)."""
+    return getattr(model, "takes", "image")
+
+
 def model_takes(model_cfg: DictConfig) -> str:
     """What the configured model takes ("image" or "kspace"), without building it."""
-    return getattr(hydra.utils.get_class(model_cfg._target_), "takes", "image")
-
-
-def takes(model: nn.Module) -> str:
-    """What a built model takes: its class's ``takes``, "image" for a class without one (such
-    as fastmri.models.Unet, which the benchmarks train through the same step)."""
-    return getattr(model, "takes", "image")
+    return takes(hydra.utils.get_class(model_cfg._target_))
 
 
 def kspace_output(model: nn.Module, batch: Sample, runtime: Runtime) -> torch.Tensor:

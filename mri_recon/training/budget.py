@@ -44,9 +44,7 @@ def parse_max_time(value: object) -> int | None:
     if match is None:
         raise UserError(f"trainer.max_time: expected {expected}, got {value!r}")
     days, first, second, third = (int(part) if part else 0 for part in match.groups())
-    if match.group(1):  # D-HH[:MM[:SS]]
-        hours, minutes, seconds = first, second, third
-    elif match.group(4):  # HH:MM:SS
+    if match.group(1) or match.group(4):  # D-HH[:MM[:SS]] or HH:MM:SS
         hours, minutes, seconds = first, second, third
     else:  # MM[:SS]
         hours, minutes, seconds = 0, first, second

@@ -179,10 +179,14 @@ class Training:
         bar.close()
         return float(np.mean(losses)) if losses else math.nan
 
+    def elapsed(self) -> float:
+        """The training loop's seconds so far, earlier invocations included."""
+        started, seconds_before = self.clock
+        return seconds_before + time.perf_counter() - started
+
     def save(self, name: str) -> None:
         """Write the state as checkpoints/<name>, with the loop's seconds so far."""
-        started, seconds_before = self.clock
-        self.state.seconds = seconds_before + time.perf_counter() - started
+        self.state.seconds = self.elapsed()
         self.checkpoints.save(self.state.state_dict(), name)
 
     def skip_bad_step(self, loss: float) -> None:
@@ -230,11 +234,10 @@ class Training:
     def fix_budget(self, timing: tuple[float, int], validation_seconds: float) -> None:
         """Set the run's total steps from the pace measured in this epoch (``budget``)."""
         state, steps_per_epoch = self.state, len(self.data.train_loader)
-        started, seconds_before = self.clock
         max_epochs = self.trainer.max_epochs
         state.horizon.total_steps = budget.decide(
             budget=budget.parse_max_time(self.trainer.max_time),
-            spent=seconds_before + time.perf_counter() - started,
+            spent=self.elapsed(),
             pace=budget.Pace(*timing, validation_seconds),
             steps_per_epoch=steps_per_epoch,
             steps_done=state.global_step,
