@@ -52,15 +52,22 @@ def warmup_step(
     horizon: Horizon,
     steps_per_epoch: int,
     warmup_epochs: float,
-    step_epochs: int,
+    milestones: list[float],
     gamma: float,
 ) -> LambdaLR:
-    """Linear warmup, then lr multiplied by ``gamma`` every ``step_epochs`` epochs (in a budget
-    run too: the budget sets how many epochs there are, not where the decays fall)."""
+    """Linear warmup, then lr multiplied by ``gamma`` at each milestone, a fraction of the run's
+    ``horizon.total_steps`` (fastMRI's recipe: [0.8], gamma 0.1). A budget run lays them over its
+    planned steps; one that falls before its decision step takes effect there."""
     warmup_steps = round(warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
-        decays = step // (step_epochs * steps_per_epoch)
+        if horizon.total_steps is None:  # a budget run before it knows its length
+            return _warmup(step, warmup_steps)
+        at = [
+            max(round(fraction * horizon.total_steps), horizon.decay_start)
+            for fraction in milestones
+        ]
+        decays = sum(step >= milestone for milestone in at)
         return _warmup(step, warmup_steps) * gamma**decays
 
     return LambdaLR(optimizer, factor)

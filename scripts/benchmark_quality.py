@@ -40,6 +40,7 @@ from mri_recon.data.transforms import Sample
 from mri_recon.metrics import volume_metrics
 from mri_recon.reconstruct import predict, unnormalize
 from mri_recon.runtime import Runtime, cpu_has_native_bf16
+from mri_recon.schedulers import Horizon, warmup_step
 from mri_recon.training.loop import fit
 from mri_recon.training.state import TrainState
 from mri_recon.training.step import train_step
@@ -73,10 +74,8 @@ def fastmri_recipe(cfg: DictConfig, runtime: Runtime, total_steps: int) -> Recip
     """fastMRI's U-Net baseline at ``cfg``'s sizes, its lr drop at 80% of ``total_steps``."""
     torch.manual_seed(cfg.seed)
     state, loader = benchmark_train.fastmri_recipe(cfg, runtime)
-    drop = round(0.8 * total_steps)
-    state.scheduler = torch.optim.lr_scheduler.LambdaLR(
-        state.optimizer, lambda step: 1.0 if step < drop else 0.1
-    )
+    horizon = Horizon(total_steps)  # scheduler=step's schedule, without its warmup
+    state.scheduler = warmup_step(state.optimizer, horizon, len(loader), 0.0, [0.8], 0.1)
     return Recipe(state, loader, None, 6.0)
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mri_recon.errors import UserError
+from mri_recon.schedulers import Horizon, warmup_step
 from mri_recon.training import budget
 from mri_recon.training.settings import check_config
 
@@ -76,6 +77,45 @@ def test_plan_fills_the_budget_with_epochs_then_a_partial_one() -> None:
     assert 10 + (total - 10) * 1.0 + 7 * 5.0 == 110
     # Nothing left after the first epoch: the run ends there.
     assert budget.planned_steps(12, 10, 1.0, 5.0, steps_per_epoch=10, steps_done=10) == 10
+
+
+def step_factors(horizon: Horizon, steps: int) -> list[float]:
+    """The lr factor of ``scheduler=step`` (warmup 1 epoch of 5 steps, milestones [0.5, 0.8],
+    gamma 0.1) at each of ``steps`` optimizer steps."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = warmup_step(optimizer, horizon, 5, 1.0, [0.5, 0.8], 0.1)
+    factors = []
+    for _ in range(steps):
+        factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return factors
+
+
+def test_step_schedule_decays_at_fractions_of_the_run() -> None:
+    factors = step_factors(Horizon(total_steps=40), 40)
+    assert factors[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])  # warmup
+    assert factors[19] == 1.0 and factors[20] == pytest.approx(0.1)  # 50% of 40 steps
+    assert factors[31] == pytest.approx(0.1) and factors[32] == pytest.approx(0.01)  # 80%
+
+
+def test_step_schedule_is_laid_over_a_budgets_plan() -> None:
+    """Before the decision the lr holds; then the milestones fall at fractions of the planned
+    steps, and one that would lie before the decision step takes effect there."""
+    horizon = Horizon(None)
+    held = step_factors(horizon, 12)
+    assert held[5:] == [1.0] * 7
+    horizon.total_steps, horizon.decay_start = 20, 12  # decided after step 12
+    factors = step_factors(horizon, 20)
+    assert factors[11] == 1.0 and factors[12] == pytest.approx(0.1)  # 50% = step 10 -> 12
+    assert factors[15] == pytest.approx(0.1) and factors[16] == pytest.approx(0.01)  # 80% of 20
+
+
+@pytest.mark.parametrize("milestones", ["[8]", "[0]", "0.8", "[a]"])
+def test_step_milestones_that_cannot_work_are_one_line(milestones: str) -> None:
+    cfg = compose_config("train", ["scheduler=step", f"scheduler.milestones={milestones}"])
+    with pytest.raises(UserError, match=r"scheduler.milestones: expected a list of fractions"):
+        check_config(cfg)
 
 
 def test_budget_run_ends_at_its_planned_step_with_the_schedule_finished(

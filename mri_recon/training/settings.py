@@ -1,6 +1,6 @@
 """Checks of a training config, run before any work starts."""
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mri_recon.config import check_value
 from mri_recon.data.dataset import TARGET_KEYS
@@ -55,6 +55,25 @@ def check_length(cfg: DictConfig) -> None:
         check_value(cfg, "trainer.max_epochs", True, lambda v: v >= 1, expected)
 
 
+def check_milestones(scheduler: DictConfig) -> None:
+    """``scheduler=step``'s milestones: fractions of the run, each in (0, 1)."""
+    if "milestones" not in scheduler:
+        return
+    milestones = scheduler.milestones
+    listed = OmegaConf.is_list(milestones)
+    if not listed or not all(is_fraction(milestone) for milestone in milestones):
+        shown = OmegaConf.to_object(milestones) if listed else milestones
+        raise UserError(
+            f"scheduler.milestones: expected a list of fractions of the run in (0, 1), e.g. "
+            f"[0.8], got {shown!r}"
+        )
+
+
+def is_fraction(value: object) -> bool:
+    """A number strictly between 0 and 1."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise UserError naming the first value that cannot work."""
     for key, integer, valid, expected in NUMBER_RULES:
@@ -65,6 +84,7 @@ def check_config(cfg: DictConfig) -> None:
             cfg, "trainer.gradient_clip_val", False, lambda v: v > 0, "a positive number or null"
         )
     check_length(cfg)
+    check_milestones(cfg.scheduler)
     check_precision(cfg.trainer.precision)
     check_channels_last(cfg.trainer.channels_last)
     check_transform_on(cfg.data.transform_on)
