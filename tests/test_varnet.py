@@ -85,6 +85,18 @@ def test_single_coil_has_no_sensitivity_network_and_keeps_data_consistency() -> 
     torch.testing.assert_close(output, expected)  # the measured lines kept exactly
 
 
+def test_sens_chans_0_takes_the_center_lines_coil_images_as_maps() -> None:
+    """No sensitivity U-Net: each coil's image of the center lines, normalized to unit RSS."""
+    model = VarNet(num_cascades=1, chans=4, num_pool_layers=2, sens_chans=0).eval()
+    assert not any(name.startswith("sens_net") for name in model.state_dict())
+    kspace, mask = kspace_and_mask(4, 32, 32)
+    maps = model.sens_net(kspace, mask, torch.tensor([8]))
+    images = ifft2c(kspace * center_lines(mask, torch.tensor([8]))[:, None, None, :])
+    expected = images / images.abs().square().sum(dim=1, keepdim=True).sqrt()
+    torch.testing.assert_close(maps, expected)
+    torch.testing.assert_close(maps.abs().square().sum(dim=1), torch.ones(1, 32, 32))
+
+
 @pytest.mark.parametrize("challenge", ["singlecoil", "multicoil"])
 def test_varnet_trains_and_resumes_exactly(tiny_root: Path, tmp_path: Path, challenge: str) -> None:
     common = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}"]

@@ -21,7 +21,7 @@ NUMBER_RULES = [  # key, integer?, valid, what is expected
     ("model.groups", True, lambda v: v >= 1, "an integer >= 1"),
     ("model.drop_prob", False, lambda v: 0 <= v < 1, "a probability in [0, 1)"),
     ("model.num_cascades", True, lambda v: v >= 1, "an integer >= 1"),
-    ("model.sens_chans", True, lambda v: v >= 1, "an integer >= 1"),
+    ("model.sens_chans", True, lambda v: v >= 0, "an integer >= 0"),
     ("model.sens_pool_layers", True, lambda v: v >= 0, "an integer >= 0"),
 ]
 # Model keys whose layers get GroupNorm with ``model.groups`` groups.
@@ -33,7 +33,7 @@ def check_model(model: DictConfig, challenge: str) -> None:
     if model.norm not in NORMS:
         raise UserError(f"model.norm: expected one of {list(NORMS)}, got {model.norm!r}")
     for key in WIDTH_KEYS:
-        if model.norm == "group" and key in model:
+        if model.norm == "group" and model.get(key):  # 0: no such network
             try:
                 group_count(model[key], model.groups)
             except ValueError as error:
