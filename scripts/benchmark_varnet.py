@@ -7,17 +7,20 @@ Both networks are timed through the code users run: ours through
 loss, clipping, Adam), fastmri's VarNet through the same loss and optimizer calls on its own
 (B, C, H, W, 2) tensors. Equal settings: 4 cascades of chans 12, sensitivity chans 8, instance
 norm, full readout (``crop_readout=False``); then ours as configured by
-``experiment=varnet_multicoil`` (GroupNorm) in fp32, with the precision ``auto`` picks, and
-compiled.
+``experiment=varnet_multicoil`` (GroupNorm, no sensitivity network) in fp32, with the precision
+``auto`` picks, and compiled.
 """
 
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
+from benchmark_train import train_config
 from fastmri.losses import SSIMLoss
 from fastmri.models import VarNet as FastmriVarNet
+from omegaconf import OmegaConf
 
 from mri_recon.data.transforms import Sample
 from mri_recon.losses import StructuralLoss
@@ -52,6 +55,19 @@ def synthetic_batch(size: tuple, batch: int = 1) -> Sample:
         mask=mask,
         num_low_frequencies=torch.full((batch,), center),
     )
+
+
+def configured() -> dict:
+    """The VarNet settings of ``experiment=varnet_multicoil`` (what users train)."""
+    cfg = train_config(Path("data/demo"), ["experiment=varnet_multicoil"])
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    return {key: value for key, value in model.items() if key != "_target_"}
+
+
+def settings(model: dict) -> str:
+    """The network's main settings, as they would be written on the command line."""
+    keys = ("num_cascades", "chans", "sens_chans", "norm", "groups", "crop_readout")
+    return ", ".join(f"{key}={model[key]}" for key in keys)
 
 
 def our_state(model: torch.nn.Module) -> TrainState:
@@ -145,7 +161,7 @@ def run(steps: int = 5) -> str:
             our_step_ms(VarNet(**equal), batch, auto, steps),
         )
     )
-    default = {**EQUAL, "norm": "group", "groups": 4}
+    default = configured()
     rows.append(("ours as configured, fp32", our_step_ms(VarNet(**default), batch, fp32, steps)))
     rows.append(
         ("ours as configured, precision auto", our_step_ms(VarNet(**default), batch, auto, steps))
@@ -163,8 +179,9 @@ def run(steps: int = 5) -> str:
         "",
         f"One training step (forward, SSIM loss, backward, clip, Adam) on one multi-coil demo slice "
         f"(8 coils, 256x144 k-space, 128x128 target), median of {steps} after 2 warm-up steps; "
-        "4 cascades, chans 12, sensitivity chans 8 (`experiment=varnet_multicoil`). "
-        '"Same settings": instance norm and the full readout, fastMRI\'s network layer for layer.',
+        'fastMRI\'s and "same settings": 4 cascades, chans 12, sensitivity chans 8, instance '
+        'norm and the full readout, fastMRI\'s network layer for layer. "As configured": '
+        f"`experiment=varnet_multicoil` ({settings(default)}).",
         "",
         "| network | ms per step | vs fastmri |",
         "|---|---|---|",
@@ -178,7 +195,7 @@ def run(steps: int = 5) -> str:
     ]
     for label, size in (("demo, 8 coils, 256x144", DEMO), ("release, 15 coils, 640x368", RELEASE)):
         ours = seconds_per_slice(VarNet(**default), size, auto)
-        cropped = seconds_per_slice(VarNet(**default, crop_readout=True), size, auto)
+        cropped = seconds_per_slice(VarNet(**{**default, "crop_readout": True}), size, auto)
         theirs = fastmri_seconds_per_slice(FastmriVarNet(**EQUAL), size)
         lines.append(f"| {label} | {ours:.3f} | {cropped:.3f} | {theirs:.3f} |")
     lines += [
