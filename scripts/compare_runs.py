@@ -32,6 +32,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 METRICS = ("SSIM", "PSNR", "NMSE")
 LOSSES = ("train loss", "val loss")  # L1, last epoch
+TRAIN_LOSS_TAGS = {"train/loss", "train/epoch_loss"}  # either gives the "train loss" column
 DIGITS = {"SSIM": 4, "PSNR": 2, "NMSE": 4}
 # Overrides that never tell configurations apart.
 IGNORED_OVERRIDES = ("seed=", "experiment=", "hydra.")
@@ -115,7 +116,7 @@ def read_run(run_dir: Path) -> Run:
         run.best_epoch = int(np.argmax(run.curves["val/SSIM"][1])) + 1
     else:
         run.status = "incomplete"
-    if run.final and "val/loss" in run.curves and "train/loss" in run.curves:
+    if run.final and "val/loss" in run.curves and TRAIN_LOSS_TAGS & run.curves.keys():
         run.final.update(last_epoch_losses(run.curves))
 
     if "time/epoch_seconds" in run.curves:  # absent until the first epoch ends
@@ -124,9 +125,16 @@ def read_run(run_dir: Path) -> Run:
 
 
 def last_epoch_losses(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """The mean logged training loss of the last epoch (train mode: BatchNorm uses batch
-    statistics) and the last validation loss (eval mode: running statistics)."""
+    """The last epoch's mean training loss (train mode: BatchNorm uses batch statistics) and the
+    last validation loss (eval mode: running statistics). Runs written before
+    ``train/epoch_loss`` existed get the mean of the losses logged in their last epoch (NaN when
+    a budget's short last epoch logged none)."""
     val_steps, val_losses = curves["val/loss"]
+    if "train/epoch_loss" in curves:
+        return {
+            "train loss": float(curves["train/epoch_loss"][1][-1]),
+            "val loss": float(val_losses[-1]),
+        }
     train_steps, train_losses = curves["train/loss"]
     start = val_steps[-2] if len(val_steps) > 1 else 0
     last_epoch = (train_steps > start) & (train_steps <= val_steps[-1])

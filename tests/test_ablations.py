@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -17,6 +18,9 @@ from mri_recon.config import CONFIG_DIR
 from mri_recon.models.unet import NORMS
 
 from .conftest import TINY_TRAIN, compose_config, run_cli
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from compare_runs import last_epoch_losses  # noqa: E402
 
 COMPARE = Path(__file__).resolve().parents[1] / "scripts" / "compare_runs.py"
 # The experiments' sizes are for the demo data; these make each run take about a second.
@@ -155,6 +159,19 @@ def test_a_diverged_job_is_recorded_and_the_sweep_goes_on(tiny_root: Path, tmp_p
     assert rows["optimizer.lr=1e+30"][-1] == "diverged (seed 0)"
     assert rows["optimizer.lr=0.001"][-1] == "incomplete (seed 0)"  # read from its events
     assert float(rows["optimizer.lr=0.001"][2]) > 0
+
+
+def test_a_short_last_epoch_still_has_its_train_loss() -> None:
+    """A budget's last, partial epoch may end before train/loss is logged again: the column
+    takes the epoch's own mean (train/epoch_loss), not a NaN."""
+    curves = {
+        "train/loss": (np.array([10, 20]), np.array([0.5, 0.4])),
+        "train/epoch_loss": (np.array([20, 23]), np.array([0.45, 0.3])),
+        "val/loss": (np.array([20, 23]), np.array([0.6, 0.5])),
+    }
+    assert last_epoch_losses(curves) == {"train loss": pytest.approx(0.3), "val loss": 0.5}
+    del curves["train/epoch_loss"]  # a run written before that scalar existed
+    assert np.isnan(last_epoch_losses(curves)["train loss"])
 
 
 def test_compare_runs_takes_plain_run_directories(trained_run: Path, tmp_path: Path) -> None:

@@ -84,8 +84,8 @@ class Reporter:
         seconds: float,
         planned: int | None,
     ) -> None:
-        """The epoch's report, after ``state`` counts it: validation scalars, panels and the
-        epoch's seconds (training + validation) at the global step, so they line up with
+        """The epoch's report, after ``state`` counts it: validation scalars, panels, the
+        epoch's mean training loss and its seconds (training + validation) at the global step, so they line up with
         train/*, flushed; then the log line (epoch N of ``planned``)."""
         step, metrics = state.global_step, result.metrics
         for name in ("loss", *METRICS):
@@ -100,6 +100,7 @@ class Reporter:
                 step,
                 dataformats="HW",
             )
+        self.writer.add_scalar("train/epoch_loss", train_loss, step)
         self.writer.add_scalar("time/epoch_seconds", seconds, step)
         self.writer.flush()
         log.info(
