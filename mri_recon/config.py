@@ -48,6 +48,11 @@ def check_overrides(config_name: str, args: list[str]) -> None:
         sys.exit(2)
 
 
+def is_number(value: object) -> bool:
+    """An int or float config value (YAML's true/false are not numbers)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def check_value(
     cfg: DictConfig, key: str, integer: bool, valid: Callable[[float], bool], expected: str
 ) -> None:
@@ -56,6 +61,5 @@ def check_value(
         value = OmegaConf.select(cfg, key)
     except OmegaConfBaseException as error:  # e.g. an interpolation that cannot be resolved
         raise UserError(f"{key}: {str(error).splitlines()[0]}") from error
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not is_number or (integer and not float(value).is_integer()) or not valid(value):
+    if not is_number(value) or (integer and not float(value).is_integer()) or not valid(value):
         raise UserError(f"{key}: expected {expected}, got {value!r}")

@@ -85,8 +85,8 @@ class Reporter:
         planned: int | None,
     ) -> None:
         """The epoch's report, after ``state`` counts it: validation scalars, panels, the
-        epoch's mean training loss and its seconds (training + validation) at the global step, so they line up with
-        train/*, flushed; then the log line (epoch N of ``planned``)."""
+        epoch's mean training loss and its seconds (training + validation) at the global step,
+        so they line up with train/*, flushed; then the log line (epoch N of ``planned``)."""
         step, metrics = state.global_step, result.metrics
         for name in ("loss", *METRICS):
             value = metrics[name] if name == "loss" else metrics[name]["mean"]

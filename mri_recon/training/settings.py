@@ -2,7 +2,7 @@
 
 from omegaconf import DictConfig, OmegaConf
 
-from mri_recon.config import check_value
+from mri_recon.config import check_value, is_number
 from mri_recon.data.dataset import TARGET_KEYS
 from mri_recon.data.loaders import check_transform_on
 from mri_recon.errors import UserError
@@ -71,7 +71,7 @@ def check_milestones(scheduler: DictConfig) -> None:
 
 def is_fraction(value: object) -> bool:
     """A number strictly between 0 and 1."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
+    return is_number(value) and 0 < value < 1
 
 
 def check_config(cfg: DictConfig) -> None:
