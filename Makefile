@@ -43,11 +43,15 @@ TB_HOST ?= localhost
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir $(RUNS) --host $(TB_HOST)
 
+# One pytest worker per core (pytest-xdist), each with one torch thread: most tests are short
+# launches and tiny models that keep one core busy, so two threads in each of two workers only
+# make them wait on each other. Run one test alone with `.venv/bin/pytest tests/... -k NAME`.
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/pytest -q -n auto --dist worksteal
 test: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-all: $(STAMP)
-	$(BIN)/pytest -q
+	$(PYTEST)
 
 bench: $(STAMP) | $(DEMO)/singlecoil_train
 	$(BIN)/python scripts/benchmark.py

@@ -9,10 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
+from mri_recon.config import check_overrides
 from mri_recon.data.dataset import SliceDataset, split_folder
-from mri_recon.errors import DataError
+from mri_recon.errors import DataError, UserError
 
-from .conftest import run_cli
+from .conftest import run_cli, train_in_process
 
 
 def copy_split(
@@ -136,6 +137,22 @@ def test_bad_header_falls_back_to_array_shapes(
     [
         ("unknown_key=1", "Could not override 'unknown_key'"),
         ("optimizer=adamx", "Could not find 'optimizer/adamx'"),
+    ],
+)
+def test_bad_override_is_one_line_before_hydra_runs(
+    capsys: pytest.CaptureFixture, override: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        check_overrides("train", [override])
+    assert stop.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error:") and message in stderr
+    assert stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
         ("optimizer.lr=-1", "optimizer.lr: expected a positive number"),
         ("mask.accelerations=[0.5,8]", "mask.accelerations: expected values >= 1"),
         ("mask.center_fractions=[1.5,0.04]", "mask.center_fractions: expected values in (0, 1)"),
@@ -144,10 +161,16 @@ def test_bad_header_falls_back_to_array_shapes(
         ("model.norm=weight", "model.norm: expected one of"),
     ],
 )
-def test_bad_config_rejected_before_any_work(tmp_path: Path, override: str, message: str) -> None:
+def test_bad_value_rejected_before_any_work(tmp_path: Path, override: str, message: str) -> None:
     run_dir = tmp_path / "run"
-    result = run_cli("mri-recon-train", override, f"hydra.run.dir={run_dir}", check=False)
+    with pytest.raises(UserError, match=re.escape(message)):
+        train_in_process(run_dir, override)
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_bad_value_is_one_line_from_the_command(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli("mri-recon-train", "optimizer.lr=-1", f"hydra.run.dir={run_dir}", check=False)
     assert result.returncode == 2
-    assert result.stderr.startswith("error:") and message in result.stderr
-    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr == "error: optimizer.lr: expected a positive number, got -1\n"
     assert not (run_dir / "checkpoints").exists()
