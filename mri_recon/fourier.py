@@ -1,7 +1,21 @@
-"""The centered orthonormal 2-D FFT pair on complex torch tensors (fastmri.fft2c's convention),
-for the models and the TV baseline."""
+"""The package's one centered orthonormal FFT pair on complex torch tensors (fastmri.fft2c's
+convention), along one dimension or the last two; numpy callers (the demo generator, the
+ISMRMRD converter) go through torch.from_numpy."""
 
 import torch
+
+
+def fftc(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Centered orthonormal FFT of complex ``x`` along ``dim``."""
+    x = torch.fft.ifftshift(x, dim=dim)
+    return torch.fft.fftshift(torch.fft.fft(x, dim=dim, norm="ortho"), dim=dim)
+
+
+def ifftc(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Centered orthonormal inverse FFT of complex ``x`` along ``dim`` (``ifft2c`` is this
+    along the rows, then along the columns)."""
+    x = torch.fft.ifftshift(x, dim=dim)
+    return torch.fft.fftshift(torch.fft.ifft(x, dim=dim, norm="ortho"), dim=dim)
 
 
 def fft2c(x: torch.Tensor) -> torch.Tensor:
@@ -20,12 +34,6 @@ def crop_readout(kspace: torch.Tensor, rows: int) -> torch.Tensor:
     """The k-space (..., rows, W) of the image of ``kspace`` (..., H, W) cropped to its ``rows``
     central rows: a scanner's "remove readout oversampling". Exact for every column, measured or
     not (the readout, rows, is fully sampled), and the field of view then matches the target's."""
-    height = kspace.shape[-2]
-    top = (height - rows) // 2
-    image = torch.fft.fftshift(
-        torch.fft.ifft(torch.fft.ifftshift(kspace, dim=-2), dim=-2, norm="ortho"), dim=-2
-    )
-    image = image[..., top : top + rows, :]
-    return torch.fft.fftshift(
-        torch.fft.fft(torch.fft.ifftshift(image, dim=-2), dim=-2, norm="ortho"), dim=-2
-    )
+    top = (kspace.shape[-2] - rows) // 2
+    image = ifftc(kspace, dim=-2)[..., top : top + rows, :]
+    return fftc(image, dim=-2)

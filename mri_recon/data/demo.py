@@ -21,9 +21,11 @@ from pathlib import Path
 
 import nibabel
 import numpy as np
+import torch
 from scipy import ndimage
 
-from mri_recon.data.fourier import center_crop, fft2c, target_image
+from mri_recon.data.target import center_crop, target_image
+from mri_recon.fourier import fft2c
 
 TEMPLATE_FILES = {
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
@@ -254,7 +256,7 @@ def truncated_kspace(obj: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     frequencies, scaled so that the coarse image keeps the object's intensities.
     """
     scale = np.sqrt(obj.shape[-2] * obj.shape[-1] / (shape[0] * shape[1]))
-    return center_crop(fft2c(obj), shape) * scale
+    return center_crop(fft2c(torch.from_numpy(obj)).numpy(), shape) * scale
 
 
 def measure(rng: np.random.Generator, obj: np.ndarray, acq: Acquisition) -> np.ndarray:

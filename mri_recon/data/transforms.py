@@ -22,6 +22,8 @@ import torch
 from fastmri.data.subsample import MaskFunc
 from fastmri.data.transforms import center_crop
 
+from mri_recon.fourier import ifftc
+
 NORMALIZE_EPS = 1e-11
 EMPTY = torch.zeros(0)  # a field a sample does not carry (never written to)
 
@@ -59,13 +61,6 @@ class Sample(NamedTuple):
 def file_seed(fname: str) -> tuple[int, ...]:
     """The mask seed fastmri derives from a file name: one fixed mask per volume."""
     return tuple(map(ord, fname))
-
-
-def centered_ifft(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Centered orthonormal inverse FFT of complex ``x`` along ``dim`` (fastmri's ``ifft2c`` is
-    this along the rows, then along the columns)."""
-    x = torch.fft.ifftshift(x, dim=dim)
-    return torch.fft.fftshift(torch.fft.ifft(x, dim=dim, norm="ortho"), dim=dim)
 
 
 def crop_size(width: int, target: np.ndarray | None, attrs: dict[str, Any]) -> tuple[int, int]:
@@ -134,8 +129,8 @@ def coil_images(kspace: torch.Tensor, columns: torch.Tensor, crop: tuple[int, in
     height, width = kspace.shape[-2:]
     top, left = (height - crop[0]) // 2, (width - crop[1]) // 2
     mask = columns.reshape(*columns.shape[:-1], *[1] * (kspace.dim() - columns.dim()), width)
-    grid = centered_ifft(kspace * mask, dim=-2)[..., top : top + crop[0], :]
-    return centered_ifft(grid, dim=-1)[..., left : left + crop[1]]
+    grid = ifftc(kspace * mask, dim=-2)[..., top : top + crop[0], :]
+    return ifftc(grid, dim=-1)[..., left : left + crop[1]]
 
 
 def normalize_images(

@@ -1,18 +1,10 @@
-"""Centered orthonormal 2-D FFTs on numpy arrays, and the fastMRI target of full k-space."""
+"""The fastMRI target of fully sampled k-space, on numpy arrays (the demo generator and the
+ISMRMRD converter write it into their files)."""
 
 import numpy as np
+import torch
 
-
-def fft2c(image: np.ndarray) -> np.ndarray:
-    """Centered orthonormal 2-D FFT over the last two axes (fastmri.fft2c's convention)."""
-    shifted = np.fft.ifftshift(image, axes=(-2, -1))
-    return np.fft.fftshift(np.fft.fft2(shifted, norm="ortho"), axes=(-2, -1))
-
-
-def ifft2c(kspace: np.ndarray) -> np.ndarray:
-    """Centered orthonormal 2-D inverse FFT over the last two axes."""
-    shifted = np.fft.ifftshift(kspace, axes=(-2, -1))
-    return np.fft.fftshift(np.fft.ifft2(shifted, norm="ortho"), axes=(-2, -1))
+from mri_recon.fourier import ifft2c
 
 
 def center_crop(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -28,6 +20,6 @@ def target_image(kspace: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     kspace: (slices, H, W) single-coil (the magnitude image) or (slices, coils, H, W)
     multi-coil (root-sum-of-squares over coils), inverse FFT then cropped to ``size``.
     """
-    images = np.abs(center_crop(ifft2c(kspace), size))
+    images = np.abs(center_crop(ifft2c(torch.from_numpy(kspace)).numpy(), size))
     target = np.sqrt((images**2).sum(axis=1)) if kspace.ndim == 4 else images
     return target.astype(np.float32)
