@@ -25,8 +25,8 @@ import ismrmrd
 import numpy as np
 
 from mri_recon.data.dataset import write_layout_file
-from mri_recon.data.target import target_image
 from mri_recon.data.header import ISMRMRD_NAMESPACE
+from mri_recon.data.target import target_image
 from mri_recon.errors import UserError
 
 # Acquisitions that are not image k-space: kept out by their flags (noise measurements first).
