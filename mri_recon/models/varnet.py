@@ -15,8 +15,8 @@ with ``norm="instance"`` the network is fastmri.models.VarNet layer for layer, a
 ``crop_readout=True`` first removes the readout oversampling: the k-space is replaced by that of
 its image cropped to the target's rows (exact, the readout being fully sampled), which halves the
 cascades' work on fastMRI's 2x oversampled data. Off by default, as fastMRI's VarNet works on the
-full readout: on the multi-coil demo a 4-minute run with it reached a lower SSIM than without
-(docs/results.md).
+full readout: on the multi-coil demo its steps are 1.5x faster, but runs with it ended lower in
+equal steps and in equal time (docs/results.md).
 
 Single-coil (``challenge="singlecoil"``): one coil, no sensitivity network (S = 1), the cascades'
 data consistency in k-space as above (fastMRI's VarNet has no single-coil form).
