@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +26,7 @@ from torch import nn
 from mri_recon.config import CONFIG_DIR
 from mri_recon.errors import UserError
 from mri_recon.files import atomic_path
+from mri_recon.models.interface import build_model
 
 # What checkpoints of earlier versions hold besides plain types: numpy's RNG state, a uint32
 # array. Rebuilding an ndarray runs no code of the file's choosing.
@@ -145,7 +145,7 @@ def load_model(path: str | Path, device: torch.device) -> tuple[nn.Module, DictC
     """The model of a checkpoint or weights file (eval mode, on ``device``) and its config."""
     state = read_model_file(path)
     train_cfg = OmegaConf.create(state["config"])
-    model = hydra.utils.instantiate(train_cfg.model)
+    model = build_model(train_cfg.model, f"checkpoint {path}")
     load_weights(model, state["model"], path)
     return model.to(device).eval(), train_cfg
 

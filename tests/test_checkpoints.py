@@ -84,6 +84,10 @@ def test_config_naming_foreign_code_is_refused_before_it_runs(
         (lambda state: state.update(config={"model": {"x": 1}}), "no training config"),
         (lambda state: state.update(config=[1, 2]), "no training config"),
         (lambda state: state.update(model={"conv.weight": torch.ones(3)}), "do not fit"),
+        (  # a setting of another version of mri-recon
+            lambda state: state["config"]["model"].update(share_cascades=False),
+            "model config cannot be built here .*share_cascades",
+        ),
     ],
 )
 def test_checkpoint_that_is_not_what_it_claims_is_one_line(
@@ -96,6 +100,26 @@ def test_checkpoint_that_is_not_what_it_claims_is_one_line(
         evaluate(compose_config("eval", [f"checkpoint={tmp_path / 'odd.pt'}"]), tmp_path)
 
 
+def one_epoch_run(tiny_root: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A one-epoch run on the tiny data: its last.pt, and the overrides that resume it."""
+    run_dir = tmp_path / "run"
+    args = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", *TINY_TRAIN]
+    train_in_process(run_dir, *args, "trainer.max_epochs=1")
+    return run_dir / "checkpoints" / "last.pt", args
+
+
+def test_resuming_a_model_setting_this_version_does_not_know_is_one_line(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    path, args = one_epoch_run(tiny_root, tmp_path)
+    state = torch.load(path, weights_only=True)
+    state["config"]["model"]["share_cascades"] = False
+    torch.save(state, path)
+    with pytest.raises(UserError, match="model: the model config cannot be built here") as error:
+        train_in_process(path.parents[1], *args, "trainer.resume=true", "trainer.max_epochs=2")
+    assert "\n" not in str(error.value) and "share_cascades" in str(error.value)
+
+
 def test_new_checkpoints_hold_only_plain_types(trained_run: Path) -> None:
     for name in ("last.pt", "best.pt"):
         path = trained_run / "checkpoints" / name
@@ -106,18 +130,15 @@ def test_new_checkpoints_hold_only_plain_types(trained_run: Path) -> None:
 def test_checkpoint_of_an_earlier_version_still_loads_and_resumes(
     tiny_root: Path, tmp_path: Path
 ) -> None:
-    run_dir = tmp_path / "old"
-    args = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", *TINY_TRAIN]
-    train_in_process(run_dir, *args, "trainer.max_epochs=1")
+    path, args = one_epoch_run(tiny_root, tmp_path)
     # Earlier versions stored numpy's RNG state as numpy's own tuple (a pickled ndarray).
-    path = run_dir / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=True)
     kind, keys, position, has_gauss, cached = state["rng"]["numpy"]
     state["rng"]["numpy"] = (kind, keys.numpy().astype(np.uint32), position, has_gauss, cached)
     torch.save(state, path)
     assert "numpy.ndarray" in torch.serialization.get_unsafe_globals_in_checkpoint(path)
     assert isinstance(load_checkpoint(path)["rng"]["numpy"][1], np.ndarray)
-    result = train_in_process(run_dir, *args, "trainer.resume=true", "trainer.max_epochs=2")
+    result = train_in_process(path.parents[1], *args, "trainer.resume=true", "trainer.max_epochs=2")
     assert result.metrics and load_checkpoint(path)["progress"]["epoch"] == 2
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from mri_recon.checkpoints import load_weights
 from mri_recon.losses import L1Loss
+from mri_recon.models.interface import build_model
 from mri_recon.runtime import Runtime
 from mri_recon.schedulers import Horizon
 from mri_recon.training.checkpointing import restore_rng_states, rng_states
@@ -56,7 +57,7 @@ class TrainState:
     @classmethod
     def create(cls, cfg: DictConfig, runtime: Runtime, steps_per_epoch: int) -> "TrainState":
         """A fresh model (on the runtime's device), optimizer and schedule from the config."""
-        model = runtime.place(hydra.utils.instantiate(cfg.model))
+        model = runtime.place(build_model(cfg.model, "model"))
         optimizer = hydra.utils.instantiate(cfg.optimizer)(params=model.parameters())
         budget = cfg.trainer.max_time is not None
         horizon = Horizon(None if budget else cfg.trainer.max_epochs * steps_per_epoch)
