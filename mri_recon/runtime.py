@@ -4,7 +4,6 @@ Every entry point (training, evaluation, TV tuning, the benchmarks) builds one `
 hands it to the code that moves tensors to the device and runs the model.
 """
 
-import logging
 import random
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -16,8 +15,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mri_recon import distributed
 from mri_recon.errors import UserError
-
-log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "32", "bf16")
 
@@ -127,12 +124,6 @@ class Runtime:
         """What the training step calls: ``model``, wrapped in DDP under torchrun and compiled
         when asked (a model with ``compile_parts`` compiles its own parts in place). Its
         parameters are ``model``'s, so checkpoints save ``model`` itself."""
-        if compile and self.device.type == "cpu" and self.bf16 and self.channels_last:
-            log.warning(
-                "trainer.compile with bf16 and channels_last on a CPU: torch's inductor has "
-                "crashed (an 8-channel U-Net on an AMX Xeon) and returned NaN (AVX2 code) with "
-                "these together; channels_last=auto keeps them apart on CPUs"
-            )
         if compile and hasattr(model, "compile_parts"):
             model.compile_parts()
             compile = False
