@@ -24,18 +24,20 @@ NUMBER_RULES = [  # key, integer?, valid, what is expected
     ("model.sens_chans", True, lambda v: v >= 0, "an integer >= 0"),
     ("model.sens_pool_layers", True, lambda v: v >= 0, "an integer >= 0"),
 ]
-# Model keys whose layers get GroupNorm with ``model.groups`` groups.
-WIDTH_KEYS = ("chans", "sens_chans")
+# Model keys whose U-Nets get GroupNorm with ``model.groups`` groups: first width -> poolings
+# (each pooling doubles the width).
+WIDTH_KEYS = {"chans": "num_pool_layers", "sens_chans": "sens_pool_layers"}
 
 
 def check_model(model: DictConfig, challenge: str) -> None:
     """Raise UserError for a model setting that cannot work (the rules of the keys it has)."""
     if model.norm not in NORMS:
         raise UserError(f"model.norm: expected one of {list(NORMS)}, got {model.norm!r}")
-    for key in WIDTH_KEYS:
+    for key, pools in WIDTH_KEYS.items():
         if model.norm == "group" and model.get(key):  # 0: no such network
             try:
-                group_count(model[key], model.groups)
+                for level in range(model[pools] + 1):
+                    group_count(model[key] * 2**level, model.groups)
             except ValueError as error:
                 raise UserError(
                     f"{error}: choose model.groups dividing model.{key}={model[key]}"
