@@ -1,4 +1,5 @@
-"""How any model is called on a batch: the one place that tells image models from k-space ones.
+"""How any model is built from its config and called on a batch: the one place that tells image
+models from k-space ones.
 
 A model class says what it takes in its ``takes`` attribute, so the model config's ``_target_``
 decides it:
