@@ -16,8 +16,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
@@ -26,7 +28,6 @@ from torch import nn
 from mri_recon.config import CONFIG_DIR
 from mri_recon.errors import UserError
 from mri_recon.files import atomic_path
-from mri_recon.models.interface import build_model
 
 # What checkpoints of earlier versions hold besides plain types: numpy's RNG state, a uint32
 # array. Rebuilding an ndarray runs no code of the file's choosing.
@@ -130,14 +131,32 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def detail(error: Exception) -> str:
+    """The line of a library's multi-line error message that says what went wrong (its second;
+    the whole message when it has one line)."""
+    lines = str(error).splitlines()
+    return (lines[1] if len(lines) > 1 else str(error)).strip()
+
+
+def build_model(model_cfg: DictConfig, origin: str) -> nn.Module:
+    """The model ``model_cfg`` describes; a config this version cannot build (a setting it does
+    not know, e.g. from a checkpoint of another version) is one UserError line naming ``origin``
+    (``"model"``, ``"checkpoint PATH"``)."""
+    try:
+        return hydra.utils.instantiate(model_cfg)
+    except InstantiationException as error:
+        raise UserError(
+            f"{origin}: the model config cannot be built here ({detail(error)})"
+        ) from error
+
+
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
     """``model.load_state_dict(weights)``, with one line when they belong to another model."""
     try:
         model.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as error:
-        first = str(error).splitlines()[1:2] or [str(error)]
         raise UserError(
-            f"checkpoint {path}: weights do not fit its model config ({first[0].strip()})"
+            f"checkpoint {path}: weights do not fit its model config ({detail(error)})"
         ) from error
 
 

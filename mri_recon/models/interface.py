@@ -1,5 +1,4 @@
-"""How any model is built from its config and called on a batch: the one place that tells image
-models from k-space ones.
+"""How any model is called on a batch: the one place that tells image models from k-space ones.
 
 A model class says what it takes in its ``takes`` attribute, so the model config's ``_target_``
 decides it:
@@ -14,7 +13,6 @@ image's normalized scale, which the loss, validation and evaluation treat alike.
 
 import hydra
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from torch import nn
 
@@ -32,18 +30,6 @@ def takes(model: nn.Module | type) -> str:
 def model_takes(model_cfg: DictConfig) -> str:
     """What the configured model takes ("image" or "kspace"), without building it."""
     return takes(hydra.utils.get_class(model_cfg._target_))
-
-
-def build_model(model_cfg: DictConfig, origin: str) -> nn.Module:
-    """The model ``model_cfg`` describes; a config this version cannot build (a setting it does
-    not know, e.g. from a checkpoint of another version) is one UserError line naming ``origin``
-    (``"model"``, ``"checkpoint PATH"``)."""
-    try:
-        return hydra.utils.instantiate(model_cfg)
-    except InstantiationException as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = lines[1] if len(lines) > 1 else lines[0]
-        raise UserError(f"{origin}: the model config cannot be built here ({reason})") from error
 
 
 def kspace_output(model: nn.Module, batch: Sample, runtime: Runtime) -> torch.Tensor:

@@ -10,9 +10,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from mri_recon.checkpoints import load_weights
+from mri_recon.checkpoints import build_model, load_weights
 from mri_recon.losses import L1Loss
-from mri_recon.models.interface import build_model
 from mri_recon.runtime import Runtime
 from mri_recon.schedulers import Horizon
 from mri_recon.training.checkpointing import restore_rng_states, rng_states
