@@ -125,7 +125,7 @@ def test_budget_run_ends_at_its_planned_step_with_the_schedule_finished(
     of a third, validated; the cosine reaches its minimum at step 13."""
     monkeypatch.setattr(budget, "planned_steps", lambda *args, **kwargs: PLANNED)
     args = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", "debug=tiny"]
-    args += ["trainer.max_epochs=null", "trainer.max_time=00:00:04"]
+    args += ["trainer.max_epochs=null", "trainer.max_time=00:10:00"]
     result = train_in_process(tmp_path / "run", *args)
     state = saved(tmp_path / "run")
     assert state["progress"]["budget_steps"] == state["progress"]["global_step"] == PLANNED
@@ -134,7 +134,7 @@ def test_budget_run_ends_at_its_planned_step_with_the_schedule_finished(
     lr = state["optimizer"]["param_groups"][0]["lr"]
     assert lr == pytest.approx(cfg.optimizer.lr * cfg.scheduler.min_lr_ratio)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["epoch"] == 3 and metrics["hparams"]["max_time"] == "00:00:04"
+    assert metrics["epoch"] == 3 and metrics["hparams"]["max_time"] == "00:10:00"
     assert metrics["val"] == result.metrics and "SSIM" in metrics["val"]
 
 
@@ -159,7 +159,7 @@ def test_budget_run_killed_then_resumed_matches_uninterrupted(
 ) -> None:
     """SIGKILL after the budget fixed the run's length (step 7, in epoch 2): the resumed run,
     which must not plan again, ends equal to an uninterrupted run with the same plan."""
-    budget_args = ["trainer.max_epochs=null", "trainer.max_time=00:00:06"]
+    budget_args = ["trainer.max_epochs=null", "trainer.max_time=00:10:00"]
     run_dir = tmp_path / "killed" / "run"
     args = [str(7), str(int(signal.SIGKILL)), *train_args(tiny_root, run_dir, *budget_args)]
     killed = subprocess.run(
@@ -185,3 +185,25 @@ def test_every_rank_takes_rank_0s_decision(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(budget.distributed, "gather", lambda total: [40, total])
     pace = budget.Pace(train_seconds=1.0, steps=10, validation_seconds=0.5)  # this rank: fast
     assert budget.decide(100, 2, pace, 10, 10, max_steps=None) == 40
+
+
+def test_budget_run_behind_its_plan_ends_inside_its_budget(
+    tiny_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plan far longer than the budget allows (as after a first epoch that ran fast): the run
+    ends where its seconds plus one validation reach the budget, validated and complete."""
+    monkeypatch.setattr(budget, "planned_steps", lambda *args, **kwargs: 100_000)
+    args = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", "debug=tiny"]
+    args += ["trainer.max_epochs=null", "trainer.max_time=00:00:02"]
+    result = train_in_process(tmp_path / "run", *args)
+    state = saved(tmp_path / "run")
+    progress = state["progress"]
+    assert STEPS_PER_EPOCH <= progress["global_step"] < 100_000
+    assert progress["budget_steps"] == progress["global_step"] and result.stopped_by is None
+    assert state["seconds"] + state["validation_seconds"] >= 2
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["val"] == result.metrics and "SSIM" in metrics["val"]
+    assert "of the 100000 planned" in caplog.text

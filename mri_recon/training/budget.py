@@ -10,6 +10,12 @@ seconds per step and seconds of validation, and is stored in the checkpoint (the
 ``Horizon``): a resumed, requeued or second-rank process never measures again, so a budget run
 stopped at any point after its first epoch and resumed ends bit-identical to an uninterrupted
 one. A run stopped inside its first epoch measures again when resumed.
+
+A plan can only be as good as that first epoch's pace: when the steps get slower later (a busy
+host, a CPU that clocks down), the loop ends the run at the step where its seconds plus one
+validation reach the budget, validated and reported as a run that reached its end, with a
+warning that names the planned step; such a run is not repeatable to the bit, since its length
+then depends on the clock.
 """
 
 import logging

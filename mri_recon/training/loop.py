@@ -174,10 +174,40 @@ class Training:
                 self.save("last.pt")
             if stop:
                 return None
+            if self.behind_budget():
+                self.end_budget_here()
             if self.complete():  # a budget run's last step
                 break
         bar.close()
         return float(np.mean(losses)) if losses else math.nan
+
+    def behind_budget(self) -> bool:
+        """Whether a budget run with a fixed plan has no time left for more steps: its loop's
+        seconds plus one validation reach the budget (its steps got slower than the first
+        epoch measured). Under torchrun the ranks agree every ``stop_check_every_n_steps``."""
+        state = self.state
+        total = state.horizon.total_steps
+        if not state.budgeted or total is None or state.global_step >= total:
+            return False
+        if distributed.world_size() > 1 and state.global_step % self.stop.every_n_steps:
+            return False
+        seconds = budget.parse_max_time(self.trainer.max_time)
+        late = self.elapsed() + state.validation_seconds >= seconds
+        return distributed.any_rank(late, self.runtime.device)
+
+    def end_budget_here(self) -> None:
+        """End a budget run that is behind its plan at this step (validated, checkpointed and
+        reported as a run that reached its end), so that it still ends inside its budget."""
+        state = self.state
+        log.warning(
+            "budget %s: %.0fs spent at step %d of the %d planned (steps got slower than the "
+            "first epoch's); the run ends at this step, inside its budget",
+            self.trainer.max_time,
+            self.elapsed(),
+            state.global_step,
+            state.horizon.total_steps,
+        )
+        state.horizon.total_steps = state.global_step
 
     def elapsed(self) -> float:
         """The training loop's seconds so far, earlier invocations included."""
@@ -217,6 +247,7 @@ class Training:
         start = time.perf_counter()
         result = validate(state, self.data.val_loader, self.runtime, self.panel_keys)
         validation_seconds = time.perf_counter() - start
+        state.validation_seconds = validation_seconds
         state.epoch, state.batches_done = epoch + 1, 0
         best = result.metrics["SSIM"]["mean"] > state.best_ssim
         if best:

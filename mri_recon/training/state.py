@@ -26,7 +26,8 @@ class TrainState:
     ``epoch`` counts finished epochs, ``batches_done`` the batches of the current epoch already
     consumed (a mid-epoch checkpoint replays the epoch's loader and skips those), ``global_step``
     the optimizer steps taken, ``bad_steps`` the current run of NaN/Inf steps, ``seconds`` the
-    training loop's wall clock so far (all invocations). ``horizon`` is where the schedule ends
+    training loop's wall clock so far (all invocations), ``validation_seconds`` the last
+    validation's. ``horizon`` is where the schedule ends
     (for a budget run, None until its first epoch fixed it).
     """
 
@@ -44,6 +45,7 @@ class TrainState:
     best_ssim: float = -math.inf
     best_epoch: int | None = None
     seconds: float = 0.0
+    validation_seconds: float = 0.0  # the last validation's (a budget run keeps that much back)
     horizon: Horizon = field(default_factory=lambda: Horizon(None))
     # What the training step calls: the model, or its DDP/compiled wrapper (not saved).
     module: nn.Module | None = field(default=None, repr=False)
@@ -93,7 +95,9 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "progress": self.progress(),
-            "seconds": self.seconds,  # kept apart: progress is equal in equal runs, this is not
+            # Kept apart: progress is equal in equal runs, the wall clock is not.
+            "seconds": self.seconds,
+            "validation_seconds": self.validation_seconds,
             "rng": rng_states(),
             "config": self.config,
         }
@@ -111,6 +115,7 @@ class TrainState:
         self.best_ssim = progress["best_ssim"]
         self.best_epoch = progress.get("best_epoch")
         self.seconds = checkpoint.get("seconds", 0.0)
+        self.validation_seconds = checkpoint.get("validation_seconds", 0.0)
         if self.budgeted and progress.get("budget_steps") is not None:
             self.horizon.total_steps = progress["budget_steps"]
             self.horizon.decay_start = progress["decay_start"]
