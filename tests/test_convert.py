@@ -198,6 +198,8 @@ PARTIAL_FOURIER = (
         ),
         ([(r"(<encodedSpace>\s*<matrixSize>.*?)<z>1</z>", r"\1<z>8</z>")], "3-D encoding"),
         (PARTIAL_FOURIER, "partial Fourier"),
+        ([(r"(<reconSpace>\s*<matrixSize>)<x>\d+", r"\1<x>0")], "reconSpace matrix 0x"),
+        ([(r"(<reconSpace>\s*<matrixSize><x>\d+</x>)<y>\d+", r"\1<y>999")], "x999, expected"),
         ([("<minimum>0</minimum>", "<minimum>1</minimum>")], "outside the encoding limits 1..35"),
     ],
 )

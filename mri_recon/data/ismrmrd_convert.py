@@ -85,6 +85,11 @@ def read_geometry(root: etree.Element, path: Path, partial_fourier: str) -> Geom
     recon = [number(root, f"encoding/reconSpace/matrixSize/{a}", 0) for a in "xy"]
     if encoded[2] > 1 or number(root, "encoding/encodingLimits/kspace_encoding_step_2/maximum", 0):
         raise ConvertError(f"{path}: 3-D encoding (encoded z = {encoded[2]}), expected 2-D slices")
+    if not all(1 <= size <= limit for size, limit in zip(recon, encoded, strict=False)):
+        raise ConvertError(
+            f"{path}: reconSpace matrix {recon[0]}x{recon[1]}, expected one from 1x1 to the "
+            f"encoded {encoded[0]}x{encoded[1]} (the target is cropped from the encoded image)"
+        )
     limits = "encoding/encodingLimits/kspace_encoding_step_1/"
     first = number(root, limits + "minimum", 0)
     last = number(root, limits + "maximum", encoded[1] - 1)
