@@ -6,6 +6,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mri_recon.errors import UserError
@@ -73,6 +74,23 @@ def test_evaluating_twice_gives_identical_metrics(
         for method, values in by_method.items():
             for metric in ("NMSE", "PSNR", "SSIM"):
                 assert values[metric] == second[acceleration][method][metric]
+
+
+def test_checkpoint_with_a_data_setting_of_another_version_evaluates(
+    trained_run: Path, evaluation: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A data key this version does not have (a checkpoint of a newer version) is left out
+    with a warning; before, it stopped the evaluation with a config traceback."""
+    state = torch.load(trained_run / "checkpoints" / "best.pt", weights_only=False)
+    state["config"]["data"]["setting_of_a_newer_version"] = 1
+    checkpoint = tmp_path / "newer.pt"
+    torch.save(state, checkpoint)
+    evaluate(compose_config("eval", [f"checkpoint={checkpoint}", "method=[unet]"]), tmp_path)
+    assert "data.setting_of_a_newer_version are not known to this version" in caplog.text
+    mine = json.loads((tmp_path / "metrics.json").read_text())["results"]
+    first = json.loads((evaluation / "metrics.json").read_text())["results"]
+    for acceleration, by_method in mine.items():
+        assert by_method["unet"]["SSIM"] == first[acceleration]["unet"]["SSIM"]
 
 
 def test_test_split_writes_reconstructions_only(trained_run: Path, tmp_path: Path) -> None:

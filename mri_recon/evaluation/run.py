@@ -47,12 +47,23 @@ class VolumeResult(NamedTuple):
 
 
 def data_config(cfg: DictConfig, train_cfg: DictConfig | None, overrides: list[str]) -> DictConfig:
-    """The checkpoint's data config, with the command line's ``data`` overrides on top."""
+    """The checkpoint's data config, with the command line's ``data`` overrides on top.
+
+    Settings this version does not have (a checkpoint of another version) are left out, with
+    a warning that names them.
+    """
     if train_cfg is None or any(item.startswith("data=") for item in overrides):
         return cfg.data
+    unknown = [key for key in train_cfg.data if key not in cfg.data]
+    if unknown:
+        log.warning(
+            "the checkpoint's data settings %s are not known to this version: left out",
+            ", ".join(f"data.{key}" for key in unknown),
+        )
+    saved = {key: value for key, value in train_cfg.data.items() if key in cfg.data}
     data_overrides = [item for item in overrides if item.startswith("data.")]
     merged = merge_saved_config(
-        OmegaConf.create({"data": cfg.data}), {"data": train_cfg.data}, data_overrides
+        OmegaConf.create({"data": cfg.data}), {"data": saved}, data_overrides
     )
     return merged.data
 
