@@ -13,6 +13,7 @@ import torch
 from mri_recon.errors import UserError
 from mri_recon.schedulers import Horizon, warmup_step
 from mri_recon.training import budget
+from mri_recon.training.loop import Training
 from mri_recon.training.settings import check_config
 
 from .conftest import compose_config, train_in_process
@@ -207,3 +208,22 @@ def test_budget_run_behind_its_plan_ends_inside_its_budget(
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["val"] == result.metrics and "SSIM" in metrics["val"]
     assert "of the 100000 planned" in caplog.text
+
+
+def test_budget_run_behind_its_plan_at_an_epochs_end_ends_there(
+    tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When an epoch's validation leaves no time for another step and validation, the run ends
+    with that epoch (not after one more step and a second validation). A clock of 1.8 s a
+    step and 1.5 s a validation, a 20 s budget: 19.5 s at step 10, 21 s after epoch 2."""
+    monkeypatch.setattr(budget, "planned_steps", lambda *args, **kwargs: 100_000)
+    monkeypatch.setattr(
+        Training, "elapsed", lambda self: 1.8 * self.state.global_step + 1.5 * self.state.epoch
+    )
+    args = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", "debug=tiny"]
+    args += ["trainer.max_epochs=null", "trainer.max_time=00:00:20"]
+    result = train_in_process(tmp_path / "run", *args)
+    progress = saved(tmp_path / "run")["progress"]
+    assert progress["global_step"] == progress["budget_steps"] == 2 * STEPS_PER_EPOCH
+    assert progress["epoch"] == 2 and progress["batches_done"] == 0
+    assert result.stopped_by is None and "SSIM" in result.metrics

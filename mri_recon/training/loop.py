@@ -174,22 +174,27 @@ class Training:
                 self.save("last.pt")
             if stop:
                 return None
-            if self.behind_budget():
+            if self.behind_budget(state.global_step):
                 self.end_budget_here()
             if self.complete():  # a budget run's last step
                 break
         bar.close()
         return float(np.mean(losses)) if losses else math.nan
 
-    def behind_budget(self) -> bool:
+    def behind_budget(self, step: int | None = None) -> bool:
         """Whether a budget run with a fixed plan has no time left for more steps: its loop's
         seconds plus one validation reach the budget (its steps got slower than the first
-        epoch measured). Under torchrun the ranks agree every ``stop_check_every_n_steps``."""
+        epoch measured).
+
+        ``step``: under torchrun the ranks only compare every ``stop_check_every_n_steps``
+        steps (False in between); None: compare now (at an epoch's end).
+        """
         state = self.state
         total = state.horizon.total_steps
         if not state.budgeted or total is None or state.global_step >= total:
             return False
-        if distributed.world_size() > 1 and state.global_step % self.stop.every_n_steps:
+        every = self.stop.every_n_steps
+        if distributed.world_size() > 1 and step is not None and step % every:
             return False
         seconds = budget.parse_max_time(self.trainer.max_time)
         late = self.elapsed() + state.validation_seconds >= seconds
@@ -237,9 +242,9 @@ class Training:
             )
 
     def end_epoch(self, epoch: int, train_loss: float, timing: tuple[float, int]) -> dict[str, Any]:
-        """Validate, count the epoch, fix a budget run's length (after its first epoch), report
-        the epoch, then write best.pt (if SSIM improved) and last.pt (reported first: a
-        checkpoint never runs ahead of its epoch's events).
+        """Validate, count the epoch, fix a budget run's length (after its first epoch) or end
+        one that is behind its plan, report the epoch, then write best.pt (if SSIM improved)
+        and last.pt (reported first: a checkpoint never runs ahead of its epoch's events).
 
         ``timing``: the epoch's training seconds and optimizer steps in this process.
         """
@@ -254,6 +259,8 @@ class Training:
             state.best_ssim, state.best_epoch = result.metrics["SSIM"]["mean"], epoch + 1
         if state.budgeted and state.horizon.total_steps is None:
             self.fix_budget(timing, validation_seconds)
+        elif self.behind_budget():  # no time for another epoch's first step and validation
+            self.end_budget_here()
         self.reporter.epoch(
             state, train_loss, result, timing[0] + validation_seconds, self.planned()
         )
