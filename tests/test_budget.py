@@ -2,6 +2,9 @@
 their planned step with the schedule finished, also after a SIGKILL and resume."""
 
 import json
+import logging
+import math
+import re
 import signal
 import subprocess
 import sys
@@ -46,6 +49,11 @@ def saved(run_dir: Path) -> dict:
 )
 def test_max_time_reads_slurms_formats(text: str, seconds: int) -> None:
     assert budget.parse_max_time(text) == seconds
+
+
+@pytest.mark.parametrize("seconds", [0.2, 59.0, 267.4, 3600.0, 86400.5, 200000.0])
+def test_a_runs_time_is_written_as_max_time_reads_it(seconds: float) -> None:
+    assert budget.parse_max_time(budget.slurm_time(seconds)) == math.ceil(seconds)
 
 
 @pytest.mark.parametrize(
@@ -196,6 +204,7 @@ def test_budget_run_behind_its_plan_ends_inside_its_budget(
 ) -> None:
     """A plan far longer than the budget allows (as after a first epoch that ran fast): the run
     ends where its seconds plus one validation reach the budget, validated and complete."""
+    caplog.set_level(logging.INFO, logger="mri_recon")
     monkeypatch.setattr(budget, "planned_steps", lambda *args, **kwargs: 100_000)
     args = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", "debug=tiny"]
     args += ["trainer.max_epochs=null", "trainer.max_time=00:00:02"]
@@ -208,6 +217,8 @@ def test_budget_run_behind_its_plan_ends_inside_its_budget(
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["val"] == result.metrics and "SSIM" in metrics["val"]
     assert "of the 100000 planned" in caplog.text
+    took = re.search(r"training took (\S+), validations included", caplog.text).group(1)
+    assert budget.parse_max_time(took) == math.ceil(state["seconds"])
 
 
 def test_budget_run_behind_its_plan_at_an_epochs_end_ends_there(

@@ -60,6 +60,15 @@ def parse_max_time(value: object) -> int | None:
     return total
 
 
+def slurm_time(seconds: float) -> str:
+    """``seconds`` rounded up, as ``trainer.max_time`` reads it: HH:MM:SS (D-HH:MM:SS from a
+    day on)."""
+    total = math.ceil(seconds)
+    days, rest = divmod(total, 86400)
+    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{text}" if days else text
+
+
 class Pace(NamedTuple):
     """What the first epoch measured in this process: its training seconds (data loading
     included) and optimizer steps, and its validation's seconds."""

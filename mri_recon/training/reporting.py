@@ -20,6 +20,7 @@ from mri_recon.files import atomic_path
 from mri_recon.metrics import METRICS
 from mri_recon.models.unet import count_parameters
 from mri_recon.runtime import Runtime
+from mri_recon.training.budget import slurm_time
 from mri_recon.training.state import TrainState
 from mri_recon.training.validation import ValidationResult
 
@@ -167,6 +168,14 @@ class Reporter:
             scores = {f"hparam/{m}": metrics[m]["mean"] for m in METRICS}
             self.writer.add_hparams(hparams, scores, run_name=".")
         log.info("metrics in %s", self.run_dir / "metrics.json")
+        if diverged is None:  # for equal-time comparisons (README)
+            took = slurm_time(state.seconds)
+            log.info(
+                "training took %s, validations included (trainer.max_time=%s gives another "
+                "run the same time)",
+                took,
+                took,
+            )
 
     def close(self) -> None:
         self.writer.close()
