@@ -85,6 +85,7 @@ class Training:
         self.checkpoints = Checkpoints(run_dir / "checkpoints")
         self.panel_keys = panel_slices(self.data.val_set, self.trainer.num_val_images)
         self.stop = StopRequest(self.trainer.stop_check_every_n_steps, runtime.device)
+        self.budget_seconds = budget.parse_max_time(self.trainer.max_time)  # None: no budget
         # The training loop's wall clock starts here: (when, state.seconds by then).
         self.clock = (time.perf_counter(), self.state.seconds)
 
@@ -196,8 +197,7 @@ class Training:
         every = self.stop.every_n_steps
         if distributed.world_size() > 1 and step is not None and step % every:
             return False
-        seconds = budget.parse_max_time(self.trainer.max_time)
-        late = self.elapsed() + state.validation_seconds >= seconds
+        late = self.elapsed() + state.validation_seconds >= self.budget_seconds
         return distributed.any_rank(late, self.runtime.device)
 
     def end_budget_here(self) -> None:
@@ -274,7 +274,7 @@ class Training:
         state, steps_per_epoch = self.state, len(self.data.train_loader)
         max_epochs = self.trainer.max_epochs
         state.horizon.total_steps = budget.decide(
-            budget=budget.parse_max_time(self.trainer.max_time),
+            budget=self.budget_seconds,
             spent=self.elapsed(),
             pace=budget.Pace(*timing, validation_seconds),
             steps_per_epoch=steps_per_epoch,
