@@ -80,7 +80,7 @@ def main() -> None:
     quality_section = benchmark_quality.run(root, args.budget, args.seeds)
     make_train_section = benchmark_quality.at_make_train(root, 3.0, args.make_train_seeds)
     bf16_section = benchmark_quality.precision_quality(root, args.quality_epochs)
-    varnet_section = benchmark_varnet.run()
+    varnet_section = benchmark_varnet.run(root)
     samples = soak.soak(args.root, "singlecoil", epochs=20, num_workers=0, train=False)
     with tempfile.TemporaryDirectory() as tmp:
         benchmark_data.make_data(

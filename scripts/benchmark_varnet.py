@@ -11,6 +11,7 @@ norm, full readout (``crop_readout=False``); then ours as configured by
 ``auto`` picks, and compiled.
 """
 
+import itertools
 import resource
 import statistics
 import time
@@ -22,6 +23,8 @@ from fastmri.losses import SSIMLoss
 from fastmri.models import VarNet as FastmriVarNet
 from omegaconf import OmegaConf
 
+from mri_recon.config import PROJECT_DIR
+from mri_recon.data.loaders import TrainingData
 from mri_recon.data.transforms import Sample
 from mri_recon.losses import StructuralLoss
 from mri_recon.models.interface import model_output
@@ -30,6 +33,7 @@ from mri_recon.runtime import Runtime
 from mri_recon.schedulers import Horizon, constant
 from mri_recon.training.state import TrainState
 from mri_recon.training.step import train_step
+from mri_recon.training.validation import validate
 
 DEMO = (8, 256, 144, (128, 128))  # coils, H, W, target
 RELEASE = (15, 640, 368, (320, 320))
@@ -146,8 +150,88 @@ def release_training_memory_mb(runtime: Runtime) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
 
 
-def run(steps: int = 5) -> str:
-    """The docs/benchmarks.md section (markdown)."""
+def timed_steps(state: TrainState, batches, runtime: Runtime, count: int, clip) -> float:
+    """Seconds of ``count`` training steps on the loader's next batches, waits included."""
+    start = time.perf_counter()
+    for _ in range(count):
+        train_step(state, next(batches), runtime, clip)
+    return time.perf_counter() - start
+
+
+def timed_validation(state: TrainState, data: TrainingData, runtime: Runtime) -> float:
+    """Seconds of one validation as the training loop runs it (loading, model, metrics)."""
+    start = time.perf_counter()
+    validate(state, data.val_loader, runtime, [])
+    state.model.train()
+    return time.perf_counter() - start
+
+
+def equal_time_steps(root: Path, rounds: int = 3, chunk: int = 24) -> dict[str, float]:
+    """The VarNet's training steps in the time of the U-Net's default multi-coil run, both
+    measured the way the training loop runs them (their own loaders and workers, precision
+    auto), in ``rounds`` interleaved rounds of ``chunk`` steps and one validation each, so the
+    shared machine's speed changes hit both alike (medians of the rounds).
+
+    U-Net time = its epochs x (its steps an epoch x its step + its validation); the VarNet's
+    epochs = that time over (its steps an epoch x its step + its validation).
+    """
+    runtime = Runtime.create("cpu", "auto")
+    models = {
+        "unet": train_config(root, ["data.challenge=multicoil"]),
+        "varnet": train_config(root, ["experiment=varnet_multicoil"]),
+    }
+    runs = {}
+    for name, cfg in models.items():
+        data = TrainingData(cfg, runtime.device)
+        data.start_epoch(0)
+        state = TrainState.create(cfg, runtime, len(data.train_loader))
+        state.module = state.model
+        batches = itertools.cycle(data.train_loader)
+        clip = cfg.trainer.gradient_clip_val
+        timed_steps(state, batches, runtime, 4, clip)  # warm-up: workers started, first steps
+        runs[name] = (data, state, batches, clip)
+    times: dict[str, list[float]] = {
+        f"{name} {kind}": [] for name in runs for kind in ("step", "val")
+    }
+    for _ in range(rounds):
+        for name, (data, state, batches, clip) in runs.items():
+            times[f"{name} step"].append(timed_steps(state, batches, runtime, chunk, clip) / chunk)
+            times[f"{name} val"].append(timed_validation(state, data, runtime))
+    result = {key: statistics.median(values) for key, values in times.items()}
+    epoch = {
+        name: len(data.train_loader) * result[f"{name} step"] + result[f"{name} val"]
+        for name, (data, *_) in runs.items()
+    }
+    unet_seconds = models["unet"].trainer.max_epochs * epoch["unet"]
+    varnet_epochs = unet_seconds / epoch["varnet"]
+    steps = len(runs["varnet"][0].train_loader)
+    return {
+        **result,
+        "unet seconds": unet_seconds,
+        "varnet epochs": varnet_epochs,
+        "varnet steps": varnet_epochs * steps,
+    }
+
+
+def equal_time_lines(root: Path) -> list[str]:
+    """The section's paragraph on the VarNet's steps in the U-Net's time."""
+    times = equal_time_steps(root)
+    return [
+        "Steps in equal time: the U-Net's default multi-coil run (`data.challenge=multicoil`, "
+        f"16 epochs of 48 steps) takes {times['unet seconds']:.0f} s here ("
+        f"{1000 * times['unet step']:.0f} ms a step of 4 slices, {times['unet val']:.1f} s a "
+        f"validation); in that time `experiment=varnet_multicoil` makes "
+        f"{times['varnet steps']:.0f} steps ({times['varnet epochs']:.2f} epochs: "
+        f"{1000 * times['varnet step']:.0f} ms a step of one slice, {times['varnet val']:.1f} s "
+        "a validation). Both measured as the training loop runs them (their own loaders and "
+        "workers, precision auto), interleaved in 3 rounds of 24 steps and a validation each "
+        "(medians), so a change in the machine's speed hits both.",
+        "",
+    ]
+
+
+def run(root: Path = PROJECT_DIR / "data" / "demo", steps: int = 5) -> str:
+    """The docs/benchmarks.md section (markdown); ``root``: the demo data (equal-time steps)."""
     fp32, auto = Runtime.create("cpu", "32"), Runtime.create("cpu", "auto")
     memory = release_training_memory_mb(auto)
     torch.manual_seed(0)
@@ -203,6 +287,7 @@ def run(steps: int = 5) -> str:
         f"Memory: one release-size training slice (15 coils, 640x368, the network as configured, "
         f"precision auto) adds {memory:.0f} MB to the process's peak resident memory on the CPU.",
         "",
+        *equal_time_lines(root),
     ]
     return "\n".join(lines)
 
