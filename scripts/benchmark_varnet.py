@@ -1,6 +1,7 @@
 """VarNet speed: our training step against fastmri.models.VarNet's, seconds per slice, memory.
 
     .venv/bin/python scripts/benchmark_varnet.py      # prints the docs/benchmarks.md section
+    .venv/bin/python scripts/benchmark_varnet.py --equal-time   # the VarNet's steps in the U-Net's time
 
 Both networks are timed through the code users run: ours through
 ``mri_recon.training.step.train_step`` (the training loop's step: the model interface, the SSIM
@@ -11,6 +12,7 @@ norm, full readout (``crop_readout=False``); then ours as configured by
 ``auto`` picks, and compiled.
 """
 
+import argparse
 import itertools
 import resource
 import statistics
@@ -293,4 +295,10 @@ def run(root: Path = PROJECT_DIR / "data" / "demo", steps: int = 5) -> str:
 
 
 if __name__ == "__main__":
-    print(run())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=PROJECT_DIR / "data" / "demo")
+    parser.add_argument(
+        "--equal-time", action="store_true", help="only the VarNet's steps in the U-Net's time"
+    )
+    args = parser.parse_args()
+    print("\n".join(equal_time_lines(args.root)) if args.equal_time else run(args.root))
