@@ -1,5 +1,6 @@
 """Checkpoints are untrusted files: nothing in them runs; shared weights files; old checkpoints."""
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -140,6 +141,20 @@ def test_checkpoint_of_an_earlier_version_still_loads_and_resumes(
     assert isinstance(load_checkpoint(path)["rng"]["numpy"][1], np.ndarray)
     result = train_in_process(path.parents[1], *args, "trainer.resume=true", "trainer.max_epochs=2")
     assert result.metrics and load_checkpoint(path)["progress"]["epoch"] == 2
+
+
+def test_resume_names_settings_this_version_does_not_have(
+    tiny_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, args = one_epoch_run(tiny_root, tmp_path)
+    state = torch.load(path, weights_only=True)
+    state["config"]["data"]["prefetch_slices"] = 4  # a setting of another version
+    torch.save(state, path)
+    caplog.set_level(logging.WARNING, logger="mri_recon")
+    result = train_in_process(path.parents[1], *args, "trainer.resume=true", "trainer.max_epochs=2")
+    assert result.metrics and load_checkpoint(path)["progress"]["epoch"] == 2
+    warnings = [r.getMessage() for r in caplog.records if "not known" in r.getMessage()]
+    assert len(warnings) == 1 and "data.prefetch_slices" in warnings[0]
 
 
 def test_shared_weights_file_evaluates_like_its_checkpoint(

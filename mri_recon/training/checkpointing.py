@@ -5,6 +5,7 @@ states and the resolved config of the run, all plain types and tensors, so that 
 ``torch.load(weights_only=True)`` (reading it is ``mri_recon.checkpoints``).
 """
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -18,6 +19,8 @@ from mri_recon import distributed
 from mri_recon.checkpoints import check_saved_config, load_checkpoint, merge_saved_config
 from mri_recon.errors import UserError
 from mri_recon.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 # Command-line overrides that still apply when a run is resumed from its saved config.
 RESUMABLE_OVERRIDES = ("trainer.", "data.root", "data.num_workers", "data.cache_dir")
@@ -86,12 +89,29 @@ def resolve_resume(
     state = load_checkpoint(path)
     check_saved_config(state["config"], path)
     state["path"] = str(path)  # for error messages
+    warn_unknown_settings(state["config"], cfg)
     kept = [item for item in overrides if item.startswith(RESUMABLE_OVERRIDES)]
     merged = merge_saved_config(cfg, state["config"], kept)
     # Settings of this invocation, not of the run: where to stop and what to resume.
     merged.trainer.resume = resume
     merged.trainer.stop_after_epoch = cfg.trainer.stop_after_epoch
     return merged, state
+
+
+def warn_unknown_settings(saved: dict[str, Any], cfg: DictConfig) -> None:
+    """Name the saved run's data and trainer settings that this version does not have (a
+    checkpoint of another version): they are carried along, unused."""
+    unknown = [
+        f"{section}.{key}"
+        for section in ("data", "trainer")
+        for key in saved.get(section, {})
+        if key not in cfg[section]
+    ]
+    if unknown:
+        log.warning(
+            "the checkpoint's settings %s are not known to this version: unused",
+            ", ".join(unknown),
+        )
 
 
 class Checkpoints:
