@@ -28,6 +28,7 @@ from torch import nn
 from mri_recon.config import CONFIG_DIR
 from mri_recon.errors import UserError
 from mri_recon.files import atomic_path
+from mri_recon.models.varnet import fastmri_settings, from_fastmri
 
 # What checkpoints of earlier versions hold besides plain types: numpy's RNG state, a uint32
 # array. Rebuilding an ndarray runs no code of the file's choosing.
@@ -187,10 +188,20 @@ def write_weights_file(checkpoint: str | Path, out: str | Path) -> Path:
     anyone can load it without trusting its author; ``mri-recon-eval checkpoint=<it>`` takes it
     as it takes the checkpoint. The checkpoint is checked as a load would (config, weights fit).
     """
-    out = Path(out).expanduser()
-    if out.suffix != ".safetensors":
-        raise UserError(f"out: expected a path ending in .safetensors, got {str(out)!r}")
+    check_weights_path(out)
     model, train_cfg = load_model(checkpoint, torch.device("cpu"))
+    return save_weights_file(model, train_cfg, out)
+
+
+def check_weights_path(out: str | Path) -> None:
+    """Raise UserError unless ``out`` names a .safetensors file."""
+    if Path(out).suffix != ".safetensors":
+        raise UserError(f"out: expected a path ending in .safetensors, got {str(out)!r}")
+
+
+def save_weights_file(model: nn.Module, train_cfg: DictConfig, out: str | Path) -> Path:
+    """Write ``model``'s weights and ``train_cfg`` (resolved, as JSON) to ``out`` atomically."""
+    out = Path(out).expanduser()
     weights = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     metadata = {
         "format": WEIGHTS_FORMAT,
@@ -199,3 +210,34 @@ def write_weights_file(checkpoint: str | Path, out: str | Path) -> Path:
     with atomic_path(out) as temporary:
         save_file(weights, str(temporary), metadata=metadata)
     return out
+
+
+def import_fastmri_varnet(path: str | Path, out: str | Path, varnet_cfg: DictConfig) -> Path:
+    """Write a ``fastmri.models.VarNet`` state dict (fastMRI's published models too) as a
+    weights file that ``mri-recon-eval`` takes like our own: its settings read from its tensors,
+    the network ours with ``norm=instance`` on the full readout (the same network, tested).
+
+    ``varnet_cfg``: the training config with ``model=varnet`` (what ``mri-recon-train
+    model=varnet`` composes); its model settings are replaced by the state dict's, its data
+    config is the multi-coil one the evaluation's ``data=`` overrides replace.
+    """
+    check_weights_path(out)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"fastmri_varnet: {path} does not exist (expected a VarNet state dict)")
+    state = unpickle(path)
+    try:
+        settings = fastmri_settings(state if isinstance(state, dict) else {})
+    except ValueError as error:
+        raise UserError(
+            f"fastmri_varnet: {path} is not a fastmri.models.VarNet state dict ({error})"
+        ) from error
+    train_cfg = OmegaConf.merge(
+        varnet_cfg,
+        {"data": {"challenge": "multicoil"}},
+        {"model": {**settings, "norm": "instance", "crop_readout": False}},
+    )
+    model = build_model(train_cfg.model, f"fastmri_varnet {path}")
+    weights = from_fastmri(state, settings["num_pool_layers"], settings["sens_pool_layers"])
+    load_weights(model, weights, path)
+    return save_weights_file(model, train_cfg, out)

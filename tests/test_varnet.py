@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 from fastmri.losses import SSIMLoss
+from fastmri.models import Unet as FastmriUnet
 from fastmri.models import VarNet as FastmriVarNet
 from fastmri.models.varnet import SensitivityModel
 from torch.nn import functional as F
 
+from mri_recon.checkpoints import import_fastmri_varnet, load_model
 from mri_recon.data.loaders import TrainingData
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError
@@ -25,7 +27,7 @@ from mri_recon.runtime import Runtime
 from mri_recon.training.settings import check_config
 from mri_recon.training.state import TrainState
 
-from .conftest import compose_config, train_in_process
+from .conftest import compose_config, run_cli, train_in_process
 
 TINY_VARNET = ["debug=tiny", "model=varnet", "model.num_cascades=2"]
 
@@ -53,6 +55,41 @@ def test_same_network_as_fastmri_with_its_weights(size: tuple[int, int, int]) ->
         for num_low in (8, 0):  # given, and found from the mask as fastMRI finds it
             output = ours(kspace, mask, torch.tensor([num_low]), size[1:])
             torch.testing.assert_close(output, expected, rtol=0, atol=1e-5 * expected.max())
+
+
+def test_fastmri_varnet_weights_become_a_file_mri_recon_eval_takes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    theirs = FastmriVarNet(num_cascades=3, pools=2, chans=4, sens_pools=3, sens_chans=2).eval()
+    torch.save(theirs.state_dict(), tmp_path / "state_dict.pt")  # as fastMRI publishes them
+    out = tmp_path / "varnet.safetensors"
+    result = run_cli(
+        "mri-recon-share", f"fastmri_varnet={tmp_path / 'state_dict.pt'}", f"out={out}"
+    )
+    assert result.stdout.strip() == f"wrote {out}"
+    ours, train_cfg = load_model(out, torch.device("cpu"))
+    assert (train_cfg.model.num_cascades, train_cfg.model.num_pool_layers) == (3, 2)
+    assert (train_cfg.model.sens_chans, train_cfg.model.sens_pool_layers) == (2, 3)
+    kspace, mask = kspace_and_mask(4, 64, 40)
+    with torch.no_grad():
+        expected = theirs(torch.view_as_real(kspace), mask[:, None, None, :, None], 8)
+        output = ours(kspace, mask, torch.tensor([8]), (64, 40))
+    torch.testing.assert_close(output, expected, rtol=0, atol=1e-5 * expected.max())
+
+
+def test_what_is_not_a_fastmri_varnet_state_dict_is_one_line(tmp_path: Path) -> None:
+    varnet_cfg = compose_config("train", ["model=varnet"])
+    torch.save(FastmriUnet(1, 1, 4, 2).state_dict(), tmp_path / "unet.pt")
+    out = tmp_path / "out.safetensors"
+    cases = [
+        (tmp_path / "unet.pt", out, "is not a fastmri.models.VarNet state dict"),
+        (tmp_path / "missing.pt", out, "does not exist"),
+        (tmp_path / "unet.pt", tmp_path / "out.pt", "ending in .safetensors"),
+    ]
+    for path, target, message in cases:
+        with pytest.raises(UserError, match=message) as error:
+            import_fastmri_varnet(path, target, varnet_cfg)
+        assert "\n" not in str(error.value)
+    assert not out.exists()
 
 
 def test_center_lines_are_found_as_fastmri_finds_them() -> None:

@@ -200,6 +200,29 @@ def from_fastmri(state: dict[str, torch.Tensor], pools: int, sens_pools: int) ->
     return renamed
 
 
+def fastmri_settings(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The settings of the fastmri.models.VarNet whose ``state_dict`` is ``state`` (fastMRI's
+    published knee and brain models: 12 cascades, chans 18, pools 4, sens_chans 8, sens_pools 4).
+
+    Raises ValueError when ``state`` is not such a state dict.
+    """
+    first = "cascades.0.model.unet.down_sample_layers.0.layers.0.weight"
+    sens_first = "sens_net.norm_unet.unet.down_sample_layers.0.layers.0.weight"
+    if not all(isinstance(state.get(key), torch.Tensor) for key in (first, sens_first)):
+        raise ValueError(f"no {first!r} or {sens_first!r} tensor")
+
+    def count(pattern: str) -> int:
+        return len({match.group(1) for key in state if (match := re.match(pattern, key))})
+
+    return {
+        "num_cascades": count(r"cascades\.(\d+)\.model\.unet\."),
+        "chans": state[first].shape[0],
+        "num_pool_layers": count(r"cascades\.0\.model\.unet\.down_sample_layers\.(\d+)\."),
+        "sens_chans": state[sens_first].shape[0],
+        "sens_pool_layers": count(r"sens_net\.norm_unet\.unet\.down_sample_layers\.(\d+)\."),
+    }
+
+
 def fastmri_unet_key(key: str, pools: int) -> str:
     """A fastmri.models.Unet parameter name as ``models.unet.Unet`` names it."""
     last = pools - 1
