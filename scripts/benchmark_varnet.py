@@ -227,7 +227,10 @@ def equal_time_lines(root: Path) -> list[str]:
         f"{1000 * times['varnet step']:.0f} ms a step of one slice, {times['varnet val']:.1f} s "
         "a validation). Both measured as the training loop runs them (their own loaders and "
         "workers, precision auto), interleaved in 3 rounds of 24 steps and a validation each "
-        "(medians), so a change in the machine's speed hits both.",
+        "(medians), so a change in the machine's speed hits both. The VarNet for about that "
+        "time, whatever the machine's speed later: `.venv/bin/mri-recon-train "
+        "experiment=varnet_multicoil trainer.max_time=null "
+        f"trainer.max_epochs={max(1, round(times['varnet epochs']))}`.",
         "",
     ]
 
