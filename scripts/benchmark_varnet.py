@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from mri_recon.config import PROJECT_DIR
 from mri_recon.data.loaders import TrainingData
 from mri_recon.data.transforms import Sample
+from mri_recon.errors import report_user_errors
 from mri_recon.losses import StructuralLoss
 from mri_recon.models.interface import model_output
 from mri_recon.models.varnet import VarNet
@@ -297,7 +298,8 @@ def run(root: Path = PROJECT_DIR / "data" / "demo", steps: int = 5) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+@report_user_errors
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=PROJECT_DIR / "data" / "demo")
     parser.add_argument(
@@ -305,3 +307,7 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     print("\n".join(equal_time_lines(args.root)) if args.equal_time else run(args.root))
+
+
+if __name__ == "__main__":
+    main()
