@@ -66,6 +66,10 @@ def test_fastmri_varnet_weights_become_a_file_mri_recon_eval_takes(tmp_path: Pat
         "mri-recon-share", f"fastmri_varnet={tmp_path / 'state_dict.pt'}", f"out={out}"
     )
     assert result.stdout.strip() == f"wrote {out}"
+    both = run_cli(
+        "mri-recon-share", f"fastmri_varnet={out}", f"checkpoint={out}", f"out={out}", check=False
+    )
+    assert both.returncode == 2 and both.stderr.strip().startswith("error: expected checkpoint=")
     ours, train_cfg = load_model(out, torch.device("cpu"))
     assert (train_cfg.model.num_cascades, train_cfg.model.num_pool_layers) == (3, 2)
     assert (train_cfg.model.sens_chans, train_cfg.model.sens_pool_layers) == (2, 3)
