@@ -181,6 +181,17 @@ def merge_saved_config(
     return OmegaConf.merge(plain, saved, OmegaConf.from_dotlist(overrides))
 
 
+def unknown_settings(saved: Any, defaults: DictConfig, sections: tuple[str, ...]) -> list[str]:
+    """The ``section.key`` settings of a saved config's ``sections`` that this version's
+    ``defaults`` do not have (a checkpoint of another version)."""
+    return [
+        f"{section}.{key}"
+        for section in sections
+        for key in saved.get(section, {})
+        if key not in defaults[section]
+    ]
+
+
 def write_weights_file(checkpoint: str | Path, out: str | Path) -> Path:
     """Write a checkpoint's model weights and training config as a ``.safetensors`` file.
 

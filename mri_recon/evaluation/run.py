@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from mri_recon import distributed
-from mri_recon.checkpoints import merge_saved_config
+from mri_recon.checkpoints import merge_saved_config, unknown_settings
 from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.loaders import fixed_mask_datasets, volume_loader
 from mri_recon.evaluation.export import check_export, export_volumes
@@ -54,11 +54,11 @@ def data_config(cfg: DictConfig, train_cfg: DictConfig | None, overrides: list[s
     """
     if train_cfg is None or any(item.startswith("data=") for item in overrides):
         return cfg.data
-    unknown = [key for key in train_cfg.data if key not in cfg.data]
+    unknown = unknown_settings(train_cfg, cfg, ("data",))
     if unknown:
         log.warning(
             "the checkpoint's data settings %s are not known to this version: left out",
-            ", ".join(f"data.{key}" for key in unknown),
+            ", ".join(unknown),
         )
     saved = {key: value for key, value in train_cfg.data.items() if key in cfg.data}
     data_overrides = [item for item in overrides if item.startswith("data.")]

@@ -16,7 +16,12 @@ import torch
 from omegaconf import DictConfig
 
 from mri_recon import distributed
-from mri_recon.checkpoints import check_saved_config, load_checkpoint, merge_saved_config
+from mri_recon.checkpoints import (
+    check_saved_config,
+    load_checkpoint,
+    merge_saved_config,
+    unknown_settings,
+)
 from mri_recon.errors import UserError
 from mri_recon.files import atomic_path
 
@@ -101,12 +106,7 @@ def resolve_resume(
 def warn_unknown_settings(saved: dict[str, Any], cfg: DictConfig) -> None:
     """Name the saved run's data and trainer settings that this version does not have (a
     checkpoint of another version): they are carried along, unused."""
-    unknown = [
-        f"{section}.{key}"
-        for section in ("data", "trainer")
-        for key in saved.get(section, {})
-        if key not in cfg[section]
-    ]
+    unknown = unknown_settings(saved, cfg, ("data", "trainer"))
     if unknown:
         log.warning(
             "the checkpoint's settings %s are not known to this version: unused",

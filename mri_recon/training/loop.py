@@ -194,8 +194,7 @@ class Training:
         total = state.horizon.total_steps
         if not state.budgeted or total is None or state.global_step >= total:
             return False
-        every = self.stop.every_n_steps
-        if distributed.world_size() > 1 and step is not None and step % every:
+        if not self.stop.ranks_compare(step):
             return False
         late = self.elapsed() + state.validation_seconds >= self.budget_seconds
         return distributed.any_rank(late, self.runtime.device)

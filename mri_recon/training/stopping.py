@@ -44,13 +44,18 @@ class StopRequest:
         self.signum = signum
         log.warning("%s received: stopping after this step", signal.Signals(signum).name)
 
+    def ranks_compare(self, step: int | None) -> bool:
+        """Whether the ranks exchange a flag at ``step``: every ``every_n_steps`` steps under
+        torchrun, every step in a single process, always at an epoch's end (None)."""
+        return distributed.world_size() == 1 or step is None or step % self.every_n_steps == 0
+
     def agreed(self, step: int | None = None) -> bool:
         """Whether any rank was asked to stop (then ``stopped`` names the signal).
 
         ``step``: under torchrun the ranks only compare every ``every_n_steps`` steps (False in
         between); None: compare now (at an epoch's end).
         """
-        if distributed.world_size() > 1 and step is not None and step % self.every_n_steps:
+        if not self.ranks_compare(step):
             return False
         if not distributed.any_rank(self.signum is not None, self.device):
             return False
