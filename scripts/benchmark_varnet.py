@@ -210,25 +210,29 @@ def equal_time_steps(root: Path, rounds: int = 3, chunk: int = 24) -> dict[str, 
     steps = len(runs["varnet"][0].train_loader)
     return {
         **result,
+        "unet epochs": models["unet"].trainer.max_epochs,
+        "unet steps an epoch": len(runs["unet"][0].train_loader),
+        "unet batch": models["unet"].data.batch_size,
         "unet seconds": unet_seconds,
         "varnet epochs": varnet_epochs,
         "varnet steps": varnet_epochs * steps,
     }
 
 
-def equal_time_lines(root: Path) -> list[str]:
+def equal_time_lines(root: Path, rounds: int = 3, chunk: int = 24) -> list[str]:
     """The section's paragraph on the VarNet's steps in the U-Net's time."""
-    times = equal_time_steps(root)
+    times = equal_time_steps(root, rounds, chunk)
     return [
         "Steps in equal time: the U-Net's default multi-coil run (`data.challenge=multicoil`, "
-        f"16 epochs of 48 steps) takes {times['unet seconds']:.0f} s here ("
-        f"{1000 * times['unet step']:.0f} ms a step of 4 slices, {times['unet val']:.1f} s a "
+        f"{times['unet epochs']} epochs of {times['unet steps an epoch']} steps) takes "
+        f"{times['unet seconds']:.0f} s here ({1000 * times['unet step']:.0f} ms a step of "
+        f"{times['unet batch']} slices, {times['unet val']:.1f} s a "
         f"validation); in that time `experiment=varnet_multicoil` makes "
         f"{times['varnet steps']:.0f} steps ({times['varnet epochs']:.2f} epochs: "
         f"{1000 * times['varnet step']:.0f} ms a step of one slice, {times['varnet val']:.1f} s "
         "a validation). Both measured as the training loop runs them (their own loaders and "
-        "workers, precision auto), interleaved in 3 rounds of 24 steps and a validation each "
-        "(medians), so a change in the machine's speed hits both. The VarNet for about that "
+        f"workers, precision auto), interleaved in {rounds} rounds of {chunk} steps and a "
+        "validation each (medians), so a change in the machine's speed hits both. The VarNet for about that "
         "time, whatever the machine's speed later: `.venv/bin/mri-recon-train "
         "experiment=varnet_multicoil trainer.max_time=null "
         f"trainer.max_epochs={max(1, round(times['varnet epochs']))}`.",
