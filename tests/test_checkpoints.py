@@ -8,8 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from mri_recon.checkpoints import load_checkpoint, read_model_file, write_weights_file
+from mri_recon.checkpoints import (
+    build_model,
+    load_checkpoint,
+    read_model_file,
+    write_weights_file,
+)
 from mri_recon.config import PROJECT_DIR
 from mri_recon.errors import UserError
 from mri_recon.evaluation.run import evaluate
@@ -204,3 +210,20 @@ def test_tensorboard_serves_localhost_unless_asked() -> None:
 
     assert "--host localhost" in command() and "bind_all" not in command()
     assert "--host 0.0.0.0" in command("TB_HOST=0.0.0.0")
+
+
+def test_resumed_checkpoint_without_residual_setting_keeps_its_plain_unet(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    """A checkpoint written before model.residual existed (its model config has no such key)
+    resumes as the plain U-Net it was trained as, not with today's default."""
+    path, args = one_epoch_run(tiny_root, tmp_path)
+    state = torch.load(path, weights_only=True)
+    assert state["config"]["model"]["residual"] is True  # today's default
+    del state["config"]["model"]["residual"]
+    torch.save(state, path)
+    train_in_process(path.parents[1], *args, "trainer.resume=true", "trainer.max_epochs=2")
+    resumed = torch.load(path, weights_only=True)
+    assert resumed["progress"]["epoch"] == 2
+    assert "residual" not in resumed["config"]["model"]
+    assert build_model(OmegaConf.create(resumed["config"]["model"]), "test").residual is False

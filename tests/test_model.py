@@ -49,3 +49,14 @@ def test_dropout_only_in_training_mode() -> None:
     model = Unet(chans=4, num_pool_layers=1, drop_prob=0.5).eval()
     image = torch.randn(1, 1, 16, 16)
     torch.testing.assert_close(model(image), model(image))
+
+
+def test_residual_unet_adds_its_input_to_the_same_weights_output() -> None:
+    torch.manual_seed(0)
+    plain = Unet(chans=4, num_pool_layers=2).eval()
+    residual = Unet(chans=4, num_pool_layers=2, residual=True).eval()
+    residual.load_state_dict(plain.state_dict())  # same weights: no parameters added
+    image = torch.randn(2, 1, 20, 24)
+    torch.testing.assert_close(residual(image), image + plain(image))
+    with pytest.raises(ValueError, match="model.residual"):
+        Unet(in_chans=2, out_chans=1, residual=True)

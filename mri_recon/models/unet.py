@@ -70,7 +70,9 @@ class Unet(nn.Module):
 
     Input (N, in_chans, H, W), output (N, out_chans, H, W), any H and W: the input is padded to a
     multiple of 2**num_pool_layers and the output cropped back. An image model: ``takes`` the
-    normalized zero-filled image (``models.interface``).
+    normalized zero-filled image (``models.interface``). ``residual``: the output is the input
+    plus the network's (so the network learns the correction to the zero-filled image; no
+    parameters added, the same weights as the plain U-Net's).
     """
 
     takes = "image"
@@ -84,8 +86,14 @@ class Unet(nn.Module):
         norm: str = "group",
         groups: int = 32,
         drop_prob: float = 0.0,
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        if residual and in_chans != out_chans:
+            raise ValueError(
+                f"model.residual needs in_chans == out_chans, got {in_chans}, {out_chans}"
+            )
+        self.residual = residual
         if norm not in NORMS:
             raise ValueError(f"model.norm: expected one of {NORMS}, got {norm!r}")
         self.num_pool_layers = num_pool_layers
@@ -119,7 +127,8 @@ class Unet(nn.Module):
                 output = F.avg_pool2d(output, kernel_size=2)
         for transpose, conv in zip(self.up_transpose, self.up_conv, strict=True):
             output = conv(torch.cat([transpose(output), skips.pop()], dim=1))
-        return self.head(output)[..., :height, :width]
+        output = self.head(output)[..., :height, :width]
+        return image + output if self.residual else output
 
 
 def count_parameters(model: nn.Module) -> int:

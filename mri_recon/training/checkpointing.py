@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mri_recon import distributed
 from mri_recon.checkpoints import (
@@ -97,6 +97,9 @@ def resolve_resume(
     warn_unknown_settings(state["config"], cfg)
     kept = [item for item in overrides if item.startswith(RESUMABLE_OVERRIDES)]
     merged = merge_saved_config(cfg, state["config"], kept)
+    # The model exactly as saved: a setting added since (model.residual) keeps the behaviour of
+    # the version that wrote the checkpoint, its class default, not today's config default.
+    merged.model = OmegaConf.create(state["config"]["model"])
     # Settings of this invocation, not of the run: where to stop and what to resume.
     merged.trainer.resume = resume
     merged.trainer.stop_after_epoch = cfg.trainer.stop_after_epoch
