@@ -24,9 +24,9 @@ $(DEMO)/singlecoil_train: | $(STAMP)
 data: $(STAMP)
 	$(BIN)/mri-recon-data out=$(DEMO)
 
-# The demo run: 16 epochs, or TRAIN_TIME of training (the schedule laid over it) where the CPU is
-# too slow for 16 epochs in that time, so that `make train` ends inside 10 minutes, install and
-# data included. `make train TRAIN_TIME=null` always trains the 16 epochs.
+# The demo run: 32 epochs, or TRAIN_TIME of training (the schedule laid over it) where the CPU is
+# too slow for 32 epochs in that time, so that `make train` ends inside 10 minutes, install and
+# data included. `make train TRAIN_TIME=null` always trains the 32 epochs.
 TRAIN_TIME ?= 00:05:30
 train: $(STAMP) | $(DEMO)/singlecoil_train
 	$(BIN)/mri-recon-train trainer.max_time=$(TRAIN_TIME) $(ARGS)

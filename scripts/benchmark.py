@@ -143,7 +143,7 @@ def main() -> None:
         "",
         quality_section,
         "",
-        "At `make train`'s training time on this CPU (its 16 epochs' steps at the measured rate, "
+        "At `make train`'s training time on this CPU (its max_epochs' steps at the measured rate, "
         "at most 300 s), ours against the fastMRI recipe given 3x that time, both in the "
         "precision `auto` picks; alone: `.venv/bin/python scripts/benchmark_quality.py "
         "--at-make-train 3 --seeds 1`.",

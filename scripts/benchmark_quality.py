@@ -254,7 +254,7 @@ def speedup_table(runs: dict, accelerations: list[int]) -> str:
 
 
 def at_make_train(root: Path, factor: float, seeds: int, cap: float = 300.0) -> str:
-    """Ours for the training time of `make train` on this CPU (its 16 epochs' steps at the
+    """Ours for the training time of `make train` on this CPU (its trainer.max_epochs' steps at
     measured rate, at most ``cap`` s: the budget less its validations), the fastMRI recipe for
     ``factor`` times that, both in the precision ``auto`` picks; val SSIM side by side."""
     cfg = train_config(root)
