@@ -142,11 +142,18 @@ def test_checkpoint_of_an_earlier_version_still_loads_and_resumes(
     state = torch.load(path, weights_only=True)
     kind, keys, position, has_gauss, cached = state["rng"]["numpy"]
     state["rng"]["numpy"] = (kind, keys.numpy().astype(np.uint32), position, has_gauss, cached)
+    # ... and had no model.residual: such a run resumes as the plain U-Net it was trained as,
+    # not with today's default.
+    assert state["config"]["model"]["residual"] is True  # today's default
+    del state["config"]["model"]["residual"]
     torch.save(state, path)
     assert "numpy.ndarray" in torch.serialization.get_unsafe_globals_in_checkpoint(path)
     assert isinstance(load_checkpoint(path)["rng"]["numpy"][1], np.ndarray)
     result = train_in_process(path.parents[1], *args, "trainer.resume=true", "trainer.max_epochs=2")
-    assert result.metrics and load_checkpoint(path)["progress"]["epoch"] == 2
+    resumed = load_checkpoint(path)
+    assert result.metrics and resumed["progress"]["epoch"] == 2
+    assert "residual" not in resumed["config"]["model"]
+    assert build_model(OmegaConf.create(resumed["config"]["model"]), "test").residual is False
 
 
 def test_resume_names_settings_this_version_does_not_have(
@@ -210,20 +217,3 @@ def test_tensorboard_serves_localhost_unless_asked() -> None:
 
     assert "--host localhost" in command() and "bind_all" not in command()
     assert "--host 0.0.0.0" in command("TB_HOST=0.0.0.0")
-
-
-def test_resumed_checkpoint_without_residual_setting_keeps_its_plain_unet(
-    tiny_root: Path, tmp_path: Path
-) -> None:
-    """A checkpoint written before model.residual existed (its model config has no such key)
-    resumes as the plain U-Net it was trained as, not with today's default."""
-    path, args = one_epoch_run(tiny_root, tmp_path)
-    state = torch.load(path, weights_only=True)
-    assert state["config"]["model"]["residual"] is True  # today's default
-    del state["config"]["model"]["residual"]
-    torch.save(state, path)
-    train_in_process(path.parents[1], *args, "trainer.resume=true", "trainer.max_epochs=2")
-    resumed = torch.load(path, weights_only=True)
-    assert resumed["progress"]["epoch"] == 2
-    assert "residual" not in resumed["config"]["model"]
-    assert build_model(OmegaConf.create(resumed["config"]["model"]), "test").residual is False
