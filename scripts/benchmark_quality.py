@@ -1,6 +1,7 @@
 """Time to quality: ours (defaults) vs the fastMRI recipe, in fp32 and bf16, on the demo data.
 
     .venv/bin/python scripts/benchmark_quality.py [--root data/demo] [--budget 180] [--seeds 3]
+    .venv/bin/python scripts/benchmark_quality.py --fixed-steps 1536 --seeds 2 --override model.residual=false
 
 Both recipes scale their learning-rate schedule to the training time they are given, as a user
 sets up a run, so quality is measured at the end of runs of several budgets (fractions of
@@ -277,6 +278,30 @@ def at_make_train(root: Path, factor: float, seeds: int, cap: float = 300.0) -> 
     return "\n".join(lines)
 
 
+def fixed_steps(root: Path, steps: int, seeds: int, overrides: list[str]) -> str:
+    """Ours (the training config with ``overrides``) trained for exactly ``steps`` steps per seed,
+    its schedule laid over them, then val SSIM per acceleration: a comparison of settings that
+    the host's speed cannot move (docs/results.md's residual and width runs)."""
+    runtime = Runtime.create("cpu", "auto", "auto")
+    lines = []
+    for seed in range(seeds):
+        cfg = train_config(root, [*overrides, f"seed={seed}"])
+        datasets = list(fixed_mask_datasets(cfg.data, cfg.mask, cfg.data.val_split, False))
+        recipe = ours(cfg, runtime, steps)
+        stream = batches(recipe.loader)
+        start = time.perf_counter()
+        for _ in range(steps):
+            train_step(recipe.state, Sample(*as_images(next(stream))), runtime, recipe.clip)
+        seconds = time.perf_counter() - start
+        scores = " / ".join(f"{a}x {v:.4f}" for a, v in val_ssim(recipe, datasets, runtime).items())
+        lines.append(
+            f"{' '.join(overrides) or 'defaults'}, seed {seed}, {steps} steps "
+            f"({seconds:.0f} s): val SSIM {scores}"
+        )
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def precision_quality(root: Path, epochs: int | None) -> str:
     """The default config trained for the same epochs in fp32 and in bf16: its final val metrics
     (demo val split, 4x/8x masks fixed per file) side by side."""
@@ -314,8 +339,17 @@ def main() -> None:
         metavar="FACTOR",
         help="instead: ours at make train's training time, the recipe at FACTOR times it",
     )
+    parser.add_argument(
+        "--fixed-steps",
+        type=int,
+        metavar="N",
+        help="instead: ours for exactly N steps per seed (with --override), val SSIM per seed",
+    )
+    parser.add_argument("--override", nargs="*", default=[], help="training config overrides")
     args = parser.parse_args()
-    if args.at_make_train:
+    if args.fixed_steps:
+        fixed_steps(args.root.resolve(), args.fixed_steps, args.seeds, args.override)
+    elif args.at_make_train:
         print(at_make_train(args.root.resolve(), args.at_make_train, args.seeds))
     else:
         print(run(args.root.resolve(), args.budget, args.seeds))

@@ -37,3 +37,14 @@ def test_ratio_text_says_which_way_a_bound_goes() -> None:
     assert ratio_text(theirs, Reached(60.0, True)) == "**>= 3.0x**"  # ours maybe sooner still
     assert ratio_text(Reached(90.0, True), Reached(72.0, False)) == "**<= 1.2x**"
     assert ratio_text(theirs, None) == "not reached"
+
+
+def test_fixed_steps_trains_with_the_overrides_and_reports_each_acceleration(
+    tiny_root: Path,
+) -> None:
+    from benchmark_quality import fixed_steps
+
+    line = fixed_steps(tiny_root, 2, 1, ["debug=tiny"])
+    assert line.startswith("debug=tiny, seed 0, 2 steps") and "val SSIM 4x " in line
+    values = [float(part.split("x ")[1]) for part in line.split("val SSIM ")[1].split(" / ")]
+    assert len(values) == 2 and all(0 < value < 1 for value in values)
