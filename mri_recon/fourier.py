@@ -37,3 +37,28 @@ def crop_readout(kspace: torch.Tensor, rows: int) -> torch.Tensor:
     top = (kspace.shape[-2] - rows) // 2
     image = ifftc(kspace, dim=-2)[..., top : top + rows, :]
     return fftc(image, dim=-2)
+
+
+def centering_ramps(height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(kspace_ramp, image_ramp), each (H, W) complex64 of unit modulus, that turn the centered
+    FFT pair into plain FFTs between modulated k-space and modulated images, without rolls:
+
+        ifft2c(k)                = image_ramp * ifft2(kspace_ramp * k)
+        kspace_ramp * fft2c(x)   = fft2(image_ramp.conj() * x)
+
+    (an fftshift is a phase ramp on the other side of the transform; for even sizes every
+    entry is +1 or -1). Exact for any size.
+    """
+
+    def ramps(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, index = size // 2, torch.arange(size, device=device, dtype=torch.float64)
+        kspace_turns = torch.remainder(-shift * index, size) / size
+        image_turns = torch.remainder(-shift * (index - shift), size) / size
+        return tuple(
+            torch.polar(torch.ones_like(t), 2 * torch.pi * t) for t in (kspace_turns, image_turns)
+        )
+
+    (k_rows, x_rows), (k_cols, x_cols) = ramps(height), ramps(width)
+    kspace_ramp = (k_rows[:, None] * k_cols[None, :]).to(torch.complex64)
+    image_ramp = (x_rows[:, None] * x_cols[None, :]).to(torch.complex64)
+    return kspace_ramp, image_ramp

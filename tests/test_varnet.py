@@ -20,7 +20,7 @@ from mri_recon.data.loaders import TrainingData
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError
 from mri_recon.evaluation.run import evaluate
-from mri_recon.fourier import crop_readout, ifft2c
+from mri_recon.fourier import centering_ramps, crop_readout, fft2c, ifft2c
 from mri_recon.models.interface import model_output
 from mri_recon.models.varnet import VarNet, center_lines, from_fastmri
 from mri_recon.runtime import Runtime
@@ -42,19 +42,23 @@ def kspace_and_mask(coils: int, height: int, width: int) -> tuple[torch.Tensor, 
     return kspace * mask[:, None, None, :], mask
 
 
-@pytest.mark.parametrize("size", [(4, 64, 40), (15, 640, 368)], ids=["demo", "release"])
+@pytest.mark.parametrize("size", [(8, 256, 144), (15, 640, 368)], ids=["demo", "release"])
 def test_same_network_as_fastmri_with_its_weights(size: tuple[int, int, int]) -> None:
+    """Both networks in float64, so the comparison is of the networks, not of round-off: in
+    float32 oneDNN's first convolution call on a CPU with AMX sometimes differs by 1e-4
+    relative from its later calls (fastmri's network alone, measured), the second call not."""
     torch.manual_seed(0)
-    theirs = FastmriVarNet(num_cascades=2, sens_chans=2, chans=4).eval()
+    theirs = FastmriVarNet(num_cascades=2, sens_chans=2, chans=4).eval().double()
     ours = VarNet(num_cascades=2, chans=4, sens_chans=2, norm="instance")
-    ours = ours.eval()
+    ours = ours.eval().double()
     ours.load_state_dict(from_fastmri(theirs.state_dict(), pools=4, sens_pools=4))
     kspace, mask = kspace_and_mask(*size)
+    kspace = kspace.to(torch.complex128)
     with torch.no_grad():
         expected = theirs(torch.view_as_real(kspace), mask[:, None, None, :, None], 8)
         for num_low in (8, 0):  # given, and found from the mask as fastMRI finds it
             output = ours(kspace, mask, torch.tensor([num_low]), size[1:])
-            torch.testing.assert_close(output, expected, rtol=0, atol=1e-5 * expected.max())
+            torch.testing.assert_close(output, expected, rtol=0, atol=1e-6 * expected.max())
 
 
 def test_fastmri_varnet_weights_become_a_file_mri_recon_eval_takes(tmp_path: Path) -> None:
@@ -249,3 +253,14 @@ def test_crop_readout_is_the_k_space_of_the_cropped_image() -> None:
     mask = torch.ones(2, 40, dtype=torch.bool)
     with torch.no_grad():
         assert model(kspace, mask, torch.tensor([8, 8]), (32, 32)).shape == (2, 32, 32)
+
+
+@pytest.mark.parametrize("shape", [(8, 6), (7, 5)], ids=["even", "odd"])
+def test_centering_ramps_turn_the_centered_ffts_into_plain_ones(shape: tuple[int, int]) -> None:
+    kspace_ramp, image_ramp = centering_ramps(*shape, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    kspace, image = torch.randn(2, 2, 3, *shape, dtype=torch.complex64, generator=generator)
+    plain = torch.fft.ifft2(kspace_ramp * kspace, norm="ortho")
+    torch.testing.assert_close(ifft2c(kspace), image_ramp * plain)
+    plain = torch.fft.fft2(image_ramp.conj() * image, norm="ortho")
+    torch.testing.assert_close(kspace_ramp * fft2c(image), plain)
