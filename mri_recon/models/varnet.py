@@ -14,7 +14,7 @@ with ``norm="instance"`` the network is fastmri.models.VarNet layer for layer, a
 
 The cascades run on k-space times a fixed phase ramp (``fourier.centering_ramps``; +-1 at even
 sizes) with the maps times its image-side counterpart: there the centered FFTs are plain FFTs
-(no fftshift copies; 8-10% faster steps on the multi-coil demo) and the network is unchanged.
+(no fftshift copies; 6-9% faster steps on the multi-coil demo) and the network is unchanged.
 
 ``crop_readout=True`` first removes the readout oversampling: the k-space is replaced by that of
 its image cropped to the target's rows (exact, the readout being fully sampled), which halves the
