@@ -39,7 +39,9 @@ def crop_readout(kspace: torch.Tensor, rows: int) -> torch.Tensor:
     return fftc(image, dim=-2)
 
 
-def centering_ramps(height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def centering_ramps(
+    height: int, width: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(kspace_ramp, image_ramp), each (H, W) complex64 of unit modulus, that turn the centered
     FFT pair into plain FFTs between modulated k-space and modulated images, without rolls:
 
