@@ -4,6 +4,7 @@ Every entry point (training, evaluation, TV tuning, the benchmarks) builds one `
 hands it to the code that moves tensors to the device and runs the model.
 """
 
+import os
 import random
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from mri_recon import distributed
 from mri_recon.errors import UserError
 
 PRECISIONS = ("auto", "32", "bf16")
+# oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA) from which its kernels use bf16 instructions.
+BF16_ISA_LEVELS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10", "ALL")
 
 
 def select_device(name: str) -> torch.device:
@@ -34,7 +37,12 @@ def select_device(name: str) -> torch.device:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices natively (AMX tiles or AVX512-BF16), as torch
-    itself detects it; without either, bf16 is emulated and slower than fp32."""
+    itself detects it, and oneDNN may use them: ``ONEDNN_MAX_CPU_ISA=AVX2`` (how an AVX2-only
+    CPU is emulated) caps its kernels below bf16. Without either, bf16 is emulated and slower
+    than fp32."""
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
+    if not capped.upper().startswith(BF16_ISA_LEVELS):
+        return False
     return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 

@@ -27,6 +27,20 @@ def test_auto_precision_uses_bf16_exactly_where_the_cpu_has_it(
     assert Runtime.create("cpu", "bf16").bf16
 
 
+@pytest.mark.parametrize("variable", ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"])
+def test_an_isa_cap_below_bf16_means_no_native_bf16(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # How an AVX2-only CPU is emulated on a newer one: oneDNN's kernels capped at AVX2.
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setenv(variable, "avx2")
+    assert not runtime.cpu_has_native_bf16()
+    assert not Runtime.create("cpu", "auto").bf16
+    for level in ("AVX512_CORE_AMX", "avx512_core_bf16", "ALL"):
+        monkeypatch.setenv(variable, level)
+        assert runtime.cpu_has_native_bf16()
+
+
 def test_channels_last_is_off_on_cpu_unless_asked() -> None:
     assert not Runtime.create("cpu", "32").channels_last
     forced = Runtime.create("cpu", "32", True)
