@@ -33,11 +33,10 @@ from typing import NamedTuple
 import benchmark_train
 import numpy as np
 import torch
-from benchmark_train import as_images, batches, train_config
+from benchmark_train import as_sample, batches, train_config
 from omegaconf import DictConfig, OmegaConf
 
 from mri_recon.data.loaders import TrainingData, fixed_mask_datasets, volume_loader
-from mri_recon.data.transforms import Sample
 from mri_recon.metrics import volume_metrics
 from mri_recon.reconstruct import predict, unnormalize
 from mri_recon.runtime import Runtime, cpu_has_native_bf16
@@ -110,7 +109,7 @@ def steps_per_second(make: Callable[..., Recipe], cfg: DictConfig, runtime: Runt
     for step in range(11):
         if step == 3:
             start = time.perf_counter()
-        train_step(recipe.state, Sample(*as_images(next(stream))), runtime, recipe.clip)
+        train_step(recipe.state, as_sample(next(stream)), runtime, recipe.clip)
     return 8 / (time.perf_counter() - start)
 
 
@@ -119,7 +118,7 @@ def train_for(recipe: Recipe, runtime: Runtime, seconds: float) -> None:
     clock, stream = 0.0, batches(recipe.loader)
     while clock < seconds:
         start = time.perf_counter()
-        train_step(recipe.state, Sample(*as_images(next(stream))), runtime, recipe.clip)
+        train_step(recipe.state, as_sample(next(stream)), runtime, recipe.clip)
         clock += time.perf_counter() - start
 
 
@@ -291,7 +290,7 @@ def fixed_steps(root: Path, steps: int, seeds: int, overrides: list[str]) -> str
         stream = batches(recipe.loader)
         start = time.perf_counter()
         for _ in range(steps):
-            train_step(recipe.state, Sample(*as_images(next(stream))), runtime, recipe.clip)
+            train_step(recipe.state, as_sample(next(stream)), runtime, recipe.clip)
         seconds = time.perf_counter() - start
         scores = " / ".join(f"{a}x {v:.4f}" for a, v in val_ssim(recipe, datasets, runtime).items())
         lines.append(

@@ -59,6 +59,12 @@ def as_images(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return batch.image, batch.target
 
 
+def as_sample(batch: Any) -> Sample:
+    """Our Sample as it is (every field: a loss in the file's units needs mean, std and maximum);
+    fastmri's UnetSample as a Sample of its (B, 1, H, W) images and targets."""
+    return batch if isinstance(batch, Sample) else Sample(*as_images(batch))
+
+
 def slices_per_second(
     state: TrainState, loader, runtime: Runtime, clip: float | None, steps: int, warmup: int = 3
 ) -> float:

@@ -39,12 +39,13 @@ def test_ratio_text_says_which_way_a_bound_goes() -> None:
     assert ratio_text(theirs, None) == "not reached"
 
 
+@pytest.mark.parametrize("loss", ["l1", "l1_ssim"])  # l1_ssim needs the batch's mean and std
 def test_fixed_steps_trains_with_the_overrides_and_reports_each_acceleration(
-    tiny_root: Path,
+    tiny_root: Path, loss: str
 ) -> None:
     from benchmark_quality import fixed_steps
 
-    line = fixed_steps(tiny_root, 2, 1, ["debug=tiny"])
-    assert line.startswith("debug=tiny, seed 0, 2 steps") and "val SSIM 4x " in line
+    line = fixed_steps(tiny_root, 2, 1, ["debug=tiny", f"loss={loss}"])
+    assert line.startswith(f"debug=tiny loss={loss}, seed 0, 2 steps") and "val SSIM 4x " in line
     values = [float(part.split("x ")[1]) for part in line.split("val SSIM ")[1].split(" / ")]
     assert len(values) == 2 and all(0 < value < 1 for value in values)
