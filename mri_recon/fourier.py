@@ -40,9 +40,10 @@ def crop_readout(kspace: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def centering_ramps(
-    height: int, width: int, device: torch.device
+    height: int, width: int, device: torch.device, dtype: torch.dtype = torch.complex64
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(kspace_ramp, image_ramp), each (H, W) complex64 of unit modulus, that turn the centered
+    """(kspace_ramp, image_ramp), each (H, W) of unit modulus in ``dtype`` (the k-space's: a
+    complex128 forward keeps float64 accuracy at odd sizes), that turn the centered
     FFT pair into plain FFTs between modulated k-space and modulated images, without rolls:
 
         ifft2c(k)                = image_ramp * ifft2(kspace_ramp * k)
@@ -61,6 +62,6 @@ def centering_ramps(
         )
 
     (k_rows, x_rows), (k_cols, x_cols) = ramps(height), ramps(width)
-    kspace_ramp = (k_rows[:, None] * k_cols[None, :]).to(torch.complex64)
-    image_ramp = (x_rows[:, None] * x_cols[None, :]).to(torch.complex64)
+    kspace_ramp = (k_rows[:, None] * k_cols[None, :]).to(dtype)
+    image_ramp = (x_rows[:, None] * x_cols[None, :]).to(dtype)
     return kspace_ramp, image_ramp

@@ -261,12 +261,17 @@ def test_crop_readout_is_the_k_space_of_the_cropped_image() -> None:
         assert model(kspace, mask, torch.tensor([8, 8]), (32, 32)).shape == (2, 32, 32)
 
 
-@pytest.mark.parametrize("shape", [(8, 6), (7, 5)], ids=["even", "odd"])
-def test_centering_ramps_turn_the_centered_ffts_into_plain_ones(shape: tuple[int, int]) -> None:
-    kspace_ramp, image_ramp = centering_ramps(*shape, torch.device("cpu"))
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("shape", [(8, 6), (7, 5), (255, 143)], ids=["even", "odd", "odd-large"])
+def test_centering_ramps_turn_the_centered_ffts_into_plain_ones(
+    shape: tuple[int, int], dtype: torch.dtype
+) -> None:
+    kspace_ramp, image_ramp = centering_ramps(*shape, torch.device("cpu"), dtype)
+    assert kspace_ramp.dtype == image_ramp.dtype == dtype
     generator = torch.Generator().manual_seed(0)
-    kspace, image = torch.randn(2, 2, 3, *shape, dtype=torch.complex64, generator=generator)
+    kspace, image = torch.randn(2, 2, 3, *shape, dtype=dtype, generator=generator)
+    exact = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.complex128 else {}
     plain = torch.fft.ifft2(kspace_ramp * kspace, norm="ortho")
-    torch.testing.assert_close(ifft2c(kspace), image_ramp * plain)
+    torch.testing.assert_close(ifft2c(kspace), image_ramp * plain, **exact)
     plain = torch.fft.fft2(image_ramp.conj() * image, norm="ortho")
-    torch.testing.assert_close(kspace_ramp * fft2c(image), plain)
+    torch.testing.assert_close(kspace_ramp * fft2c(image), plain, **exact)

@@ -190,7 +190,7 @@ class VarNet(nn.Module):
         else:
             maps = self.sens_net(kspace, mask, num_low_frequencies)
         sampled = mask.bool().float()[:, None, None, :]
-        kspace_ramp, image_ramp = centering_ramps(*kspace.shape[-2:], kspace.device)
+        kspace_ramp, image_ramp = centering_ramps(*kspace.shape[-2:], kspace.device, kspace.dtype)
         measured = kspace * kspace_ramp  # the cascades' modulated k-space (Cascade)
         maps = maps * image_ramp.conj()
         current = measured
