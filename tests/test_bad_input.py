@@ -157,7 +157,10 @@ def test_bad_override_is_one_line_before_hydra_runs(
         ("mask.accelerations=[0.5,8]", "mask.accelerations: expected values >= 1"),
         ("mask.center_fractions=[1.5,0.04]", "mask.center_fractions: expected values in (0, 1)"),
         ("model.chans=24 model.groups=16", "model.groups=16 does not divide"),
-        ("model.chans=12 model.groups=16", "model.groups=16 does not divide a layer of 24 channels"),
+        (
+            "model.chans=12 model.groups=16",
+            "model.groups=16 does not divide a layer of 24 channels",
+        ),
         ("model.chans=24", "model.groups=256 does not divide a layer of 384 channels"),
         ("model.chans=abc", "model.chans: expected an integer"),
         ("model.norm=weight", "model.norm: expected one of"),
