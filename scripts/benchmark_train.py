@@ -75,9 +75,9 @@ def slices_per_second(
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
-        images, targets = as_images(next(stream))
-        train_step(state, Sample(images, targets), runtime, clip)
-        done += images.shape[0] if step >= warmup else 0
+        sample = as_sample(next(stream))
+        train_step(state, sample, runtime, clip)
+        done += sample.image.shape[0] if step >= warmup else 0
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
     return done / (time.perf_counter() - start)

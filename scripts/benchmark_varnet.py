@@ -13,6 +13,7 @@ the precision ``auto`` picks, and compiled.
 """
 
 import argparse
+import functools
 import itertools
 import resource
 import statistics
@@ -24,7 +25,7 @@ import torch
 from benchmark_train import train_config
 from fastmri.losses import SSIMLoss
 from fastmri.models import VarNet as FastmriVarNet
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from mri_recon.config import PROJECT_DIR
 from mri_recon.data.loaders import TrainingData
@@ -65,10 +66,15 @@ def synthetic_batch(size: tuple, batch: int = 1) -> Sample:
     )
 
 
+@functools.cache
+def experiment_config() -> DictConfig:
+    """The training config of ``experiment=varnet_multicoil`` (what users train), composed once."""
+    return train_config(Path("data/demo"), ["experiment=varnet_multicoil"])
+
+
 def configured() -> dict:
-    """The VarNet settings of ``experiment=varnet_multicoil`` (what users train)."""
-    cfg = train_config(Path("data/demo"), ["experiment=varnet_multicoil"])
-    model = OmegaConf.to_container(cfg.model, resolve=True)
+    """The VarNet settings of ``experiment=varnet_multicoil``."""
+    model = OmegaConf.to_container(experiment_config().model, resolve=True)
     return {key: value for key, value in model.items() if key != "_target_"}
 
 
@@ -81,8 +87,7 @@ def settings(model: dict) -> str:
 def training_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     """The optimizer ``experiment=varnet_multicoil`` trains with (configs/optimizer: fused
     Adam), for both networks' steps."""
-    cfg = train_config(Path("data/demo"), ["experiment=varnet_multicoil"])
-    return hydra.utils.instantiate(cfg.optimizer)(params=model.parameters())
+    return hydra.utils.instantiate(experiment_config().optimizer)(params=model.parameters())
 
 
 def our_state(model: torch.nn.Module) -> TrainState:
