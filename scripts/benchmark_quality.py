@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/benchmark_quality.py [--root data/demo] [--budget 180] [--seeds 3]
     .venv/bin/python scripts/benchmark_quality.py --fixed-steps 1536 --seeds 2 --override model.residual=false
+    .venv/bin/python scripts/benchmark_quality.py --fixed-steps 1536 --seeds 1 --first-seed 2   # seed 2 only
 
 Both recipes scale their learning-rate schedule to the training time they are given, as a user
 sets up a run, so quality is measured at the end of runs of several budgets (fractions of
@@ -277,13 +278,13 @@ def at_make_train(root: Path, factor: float, seeds: int, cap: float = 300.0) -> 
     return "\n".join(lines)
 
 
-def fixed_steps(root: Path, steps: int, seeds: int, overrides: list[str]) -> str:
+def fixed_steps(root: Path, steps: int, seeds: range, overrides: list[str]) -> str:
     """Ours (the training config with ``overrides``) trained for exactly ``steps`` steps per seed,
     its schedule laid over them, then val SSIM per acceleration: a comparison of settings that
     the host's speed cannot move (docs/results.md's residual and width runs)."""
     runtime = Runtime.create("cpu", "auto", "auto")
     lines = []
-    for seed in range(seeds):
+    for seed in seeds:
         cfg = train_config(root, [*overrides, f"seed={seed}"])
         datasets = list(fixed_mask_datasets(cfg.data, cfg.mask, cfg.data.val_split, False))
         recipe = ours(cfg, runtime, steps)
@@ -344,10 +345,14 @@ def main() -> None:
         metavar="N",
         help="instead: ours for exactly N steps per seed (with --override), val SSIM per seed",
     )
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="with --fixed-steps: seeds from this one on"
+    )
     parser.add_argument("--override", nargs="*", default=[], help="training config overrides")
     args = parser.parse_args()
     if args.fixed_steps:
-        fixed_steps(args.root.resolve(), args.fixed_steps, args.seeds, args.override)
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        fixed_steps(args.root.resolve(), args.fixed_steps, seeds, args.override)
     elif args.at_make_train:
         print(at_make_train(args.root.resolve(), args.at_make_train, args.seeds))
     else:

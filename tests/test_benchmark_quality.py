@@ -45,7 +45,7 @@ def test_fixed_steps_trains_with_the_overrides_and_reports_each_acceleration(
 ) -> None:
     from benchmark_quality import fixed_steps
 
-    line = fixed_steps(tiny_root, 2, 1, ["debug=tiny", f"loss={loss}"])
+    line = fixed_steps(tiny_root, 2, range(1), ["debug=tiny", f"loss={loss}"])
     assert line.startswith(f"debug=tiny loss={loss}, seed 0, 2 steps") and "val SSIM 4x " in line
     values = [float(part.split("x ")[1]) for part in line.split("val SSIM ")[1].split(" / ")]
     assert len(values) == 2 and all(0 < value < 1 for value in values)
