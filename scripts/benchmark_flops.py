@@ -8,66 +8,158 @@ FLOPs are counted once by ``torch.utils.flop_counter.FlopCounterMode``, which ad
 convolution and matrix product of the forward and backward pass from the layers' shapes
 (normalization, activations and the optimizer are not counted: they are memory-bound and a few
 percent of the FLOPs). The reference is a square ``torch.mm`` on the same cores in the same
-precision. A profile of the step (top operators by self time) follows the table.
+precision, and a large 3x3 convolution (on AMD CPUs MKL's torch.mm uses part of the core and
+oneDNN's convolution is the faster of the two). Beside them, the step's convolutions timed alone
+(each layer's forward and backward at the shapes it sees in the step): the rate these kernels
+reach at these sizes, the ceiling of the step with them.
+A profile of the step (top operators by self time) follows the table.
 """
 
 import argparse
 import statistics
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
-from benchmark_train import as_images, step_milliseconds, train_config
+from benchmark_train import as_sample, step_milliseconds, train_config
+from torch import nn
+from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from mri_recon.data.loaders import TrainingData
+from mri_recon.data.transforms import Sample
+from mri_recon.models.interface import model_output, takes
 from mri_recon.runtime import Runtime, cpu_has_native_bf16
 from mri_recon.training.state import TrainState
 
 MM_SIZE = 2048
 PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16}
+CONVOLUTIONS = (nn.Conv2d, nn.ConvTranspose2d)
+LARGE_CONV = (8, 256, 64, 64)
 
 
-def matmul_gflops(dtype: torch.dtype, device: str, rounds: int = 10) -> float:
-    """GFLOP/s of a ``MM_SIZE`` square torch.mm: the best of ``rounds`` after three warm-up
-    products (the first bf16 products on a CPU with AMX run far slower than the later ones)."""
+def timed_milliseconds(call: Callable[[], object], device: str) -> float:
+    """Milliseconds of one ``call()``, waiting for the GPU where there is one."""
+    start = time.perf_counter()
+    call()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - start)
+
+
+def best_gflops(call: Callable[[], object], flops: int, device: str, rounds: int = 10) -> float:
+    """GFLOP/s of ``call`` (``flops`` each): the best of ``rounds`` after three warm-up calls
+    (the first bf16 products on a CPU with AMX run far slower than the later ones)."""
+    for _ in range(3):
+        call()
+    seconds = min(timed_milliseconds(call, device) for _ in range(rounds)) / 1000
+    return flops / seconds / 1e9
+
+
+def matmul_gflops(dtype: torch.dtype, device: str) -> float:
+    """GFLOP/s of a ``MM_SIZE`` square torch.mm."""
     a = torch.randn(MM_SIZE, MM_SIZE, device=device).to(dtype)
     b = torch.randn(MM_SIZE, MM_SIZE, device=device).to(dtype)
-    for _ in range(3):
-        torch.mm(a, b)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 2 * MM_SIZE**3 / min(times) / 1e9
+    return best_gflops(partial(torch.mm, a, b), 2 * MM_SIZE**3, device)
 
 
-def step_state(root: Path, precision: str, device: str) -> tuple[TrainState, Runtime, tuple]:
-    """The default training state in ``precision`` and a batch of the demo's training loader
-    (images, targets), in memory."""
-    cfg = train_config(root, [f"trainer.precision={precision}", "data.num_workers=0"])
+def large_convolution_gflops(dtype: torch.dtype, device: str) -> float:
+    """GFLOP/s of one large 3x3 convolution (``LARGE_CONV``: batch, channels, height, width),
+    the forward pass alone: oneDNN's rate where the kernels are at their best. On AMD CPUs
+    MKL's torch.mm leaves part of the core unused, so this can be the higher reference."""
+    batch, chans, height, width = LARGE_CONV
+    x = torch.randn(batch, chans, height, width, device=device).to(dtype)
+    weight = torch.randn(chans, chans, 3, 3, device=device).to(dtype)
+    flops = 2 * batch * chans * chans * 9 * height * width
+    return best_gflops(partial(F.conv2d, x, weight, padding=1), flops, device)
+
+
+class Step(NamedTuple):
+    """What one timed training step needs: the state, runtime, a batch in memory and the clip."""
+
+    state: TrainState
+    runtime: Runtime
+    batch: Sample
+    clip: float | None
+
+    def milliseconds(self) -> float:
+        return step_milliseconds(self.state, self.runtime, self.batch, self.clip)
+
+
+def default_step(root: Path, precision: str, device: str, overrides: Sequence[str] = ()) -> Step:
+    """The default training state (with ``overrides``) in ``precision`` and a batch of the
+    demo's training loader (every field of the Sample, so any configured loss works)."""
+    settings = [f"trainer.precision={precision}", "data.num_workers=0", *overrides]
+    cfg = train_config(root, settings)
     runtime = Runtime.create(device, precision, "auto")
     torch.manual_seed(0)
     state = TrainState.create(cfg, runtime, steps_per_epoch=1000)
-    batch = as_images(next(iter(TrainingData(cfg, torch.device("cpu")).train_loader)))
-    return state, runtime, batch
+    batch = as_sample(next(iter(TrainingData(cfg, torch.device("cpu")).train_loader)))
+    return Step(state, runtime, batch, cfg.trainer.gradient_clip_val)
 
 
-def step_flops(state: TrainState, runtime: Runtime, batch: tuple) -> int:
+def step_flops(step: Step) -> int:
     """FLOPs of one training step (forward and backward convolutions and matrix products)."""
     with FlopCounterMode(display=False) as counter:
-        step_milliseconds(state, runtime, batch, clip=1.0)
+        step.milliseconds()
     return counter.get_total_flops()
 
 
-def profile_table(state: TrainState, runtime: Runtime, batch: tuple, rows: int = 8) -> str:
+def convolution_inputs(step: Step) -> list[tuple[nn.Module, torch.Tensor]]:
+    """Every convolution layer of the step's model, with an input like the one it sees in the
+    step (shape, dtype under the runtime's autocast, whether a gradient flows back to it)."""
+    seen: list[tuple[nn.Module, torch.Tensor]] = []
+
+    def record(module: nn.Module, args: tuple) -> None:
+        x = args[0]
+        seen.append((module, torch.randn_like(x).requires_grad_(x.requires_grad)))
+
+    layers = [m for m in step.state.model.modules() if isinstance(m, CONVOLUTIONS)]
+    hooks = [layer.register_forward_pre_hook(record) for layer in layers]
+    try:
+        model_output(step.state.module, takes(step.state.model), step.batch, step.runtime)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def layer_forward_backward(layer: nn.Module, x: torch.Tensor, runtime: Runtime) -> None:
+    """One layer's forward (under the runtime's autocast) and backward."""
+    with runtime.autocast():
+        y = layer(x)
+    y.backward(torch.ones_like(y))
+
+
+def convolutions_alone(step: Step, rounds: int) -> tuple[int, float]:
+    """FLOPs and milliseconds of the step's convolutions on their own: each layer's forward
+    and backward on an input of the shape it sees in the step, timed alone (median of
+    ``rounds`` after two warm-up calls), summed over the layers. Their rate is the most the step
+    could reach with these kernels if everything else (normalization, activations, pooling,
+    the loss and the optimizer) took no time."""
+    flops, milliseconds = 0, 0.0
+    for layer, x in convolution_inputs(step):
+        forward_backward = partial(layer_forward_backward, layer, x, step.runtime)
+        with FlopCounterMode(display=False) as counter:
+            forward_backward()
+        flops += counter.get_total_flops()
+        for _ in range(2):  # warm-up
+            forward_backward()
+        milliseconds += statistics.median(
+            timed_milliseconds(forward_backward, step.runtime.device.type) for _ in range(rounds)
+        )
+    step.state.model.zero_grad(set_to_none=True)
+    return flops, milliseconds
+
+
+def profile_table(step: Step, rows: int = 8) -> str:
     """The step's top operators by self CPU time (torch.profiler), as text."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
         for _ in range(3):
-            step_milliseconds(state, runtime, batch, clip=1.0)
+            step.milliseconds()
     table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
     return table.strip()
 
@@ -77,34 +169,29 @@ def run(root: Path, device: str = "cpu", rounds: int = 5) -> str:
     native = device == "cuda" or cpu_has_native_bf16()
     precisions = ["32", "bf16"] if native else ["32"]
     lines = [
-        "| precision | ms/step | GFLOP/step | step GFLOP/s | torch.mm GFLOP/s | step / mm |",
-        "|---|---|---|---|---|---|",
+        "| precision | ms/step | GFLOP/step | step GFLOP/s | torch.mm GFLOP/s | **step / mm** "
+        "| large conv GFLOP/s | step / large conv | step's convolutions alone: ms, GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     profiles = []
     for precision in precisions:
-        state, runtime, batch = step_state(root, precision, device)
-        flops = step_flops(state, runtime, batch)
+        step = default_step(root, precision, device)
+        flops = step_flops(step)
         for _ in range(3):  # warm-up
-            step_milliseconds(state, runtime, batch, clip=1.0)
-        ms = statistics.median(
-            step_milliseconds(state, runtime, batch, clip=1.0) for _ in range(rounds)
-        )
+            step.milliseconds()
+        ms = statistics.median(step.milliseconds() for _ in range(rounds))
         achieved = flops / (ms / 1000) / 1e9
-        peak = matmul_gflops(PRECISIONS[precision], device)
+        conv_flops, conv_ms = convolutions_alone(step, rounds)
+        mm = matmul_gflops(PRECISIONS[precision], device)
+        large = large_convolution_gflops(PRECISIONS[precision], device)
         lines.append(
-            f"| {precision} | {ms:.0f} | {flops / 1e9:.1f} | {achieved:.0f} | {peak:.0f} "
-            f"| **{100 * achieved / peak:.0f}%** |"
+            f"| {precision} | {ms:.0f} | {flops / 1e9:.1f} | {achieved:.0f} | {mm:.0f} "
+            f"| **{100 * achieved / mm:.0f}%** | {large:.0f} | {100 * achieved / large:.0f}% "
+            f"| {conv_ms:.0f}, {conv_flops / (conv_ms / 1000) / 1e9:.0f} |"
         )
-        profiles += [
-            f"Profile, {precision} (3 steps):",
-            "",
-            "```",
-            profile_table(state, runtime, batch),
-            "```",
-            "",
-        ]
+        profiles += [f"Profile, {precision} (3 steps):", "", "```", profile_table(step), "```", ""]
     if not native:
-        lines.append("| bf16 | not measured: this CPU has no native bf16 | | | | |")
+        lines.append("| bf16 | not measured: this CPU has no native bf16 | | | | | | | |")
     return "\n".join([*lines, "", *profiles])
 
 

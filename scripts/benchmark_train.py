@@ -149,12 +149,10 @@ STEP_VARIANTS = [  # (label, precision, channels_last, compile)
 ]
 
 
-def step_milliseconds(
-    state: TrainState, runtime: Runtime, batch: tuple[torch.Tensor, torch.Tensor], clip
-) -> float:
+def step_milliseconds(state: TrainState, runtime: Runtime, batch: Sample, clip) -> float:
     """Milliseconds of one ``train_step`` on a batch already in memory (no data loading)."""
     start = time.perf_counter()
-    train_step(state, Sample(*batch), runtime, clip)
+    train_step(state, batch, runtime, clip)
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
     return 1000 * (time.perf_counter() - start)
@@ -165,7 +163,7 @@ def step_variants(cfg: DictConfig, device: str, rounds: int = 5) -> list[tuple[s
     precision / memory format / compile variant, median of ``rounds`` interleaved rounds."""
     generator = torch.Generator().manual_seed(0)
     size = (cfg.data.batch_size, 1, 128, 128)
-    batch = (torch.randn(size, generator=generator), torch.randn(size, generator=generator))
+    batch = Sample(torch.randn(size, generator=generator), torch.randn(size, generator=generator))
     runs: dict[str, tuple[TrainState, Runtime, float | None]] = {}
     for label, precision, channels_last, compiled in STEP_VARIANTS:
         runtime = Runtime.create(device, precision, channels_last)
