@@ -51,7 +51,9 @@ FLOPS_INTRO = (
     "The default U-Net's training step (`train_step`, a demo batch in memory) as FLOPs per "
     "second, its FLOPs counted from its layers by `torch.utils.flop_counter.FlopCounterMode` "
     "(convolutions and matrix products, forward and backward), against a 2048x2048 `torch.mm` "
-    "on the same cores in the same precision. Alone: `.venv/bin/python "
+    "on the same cores in the same precision and a large 3x3 convolution (8x256x64x64; on AMD "
+    "CPUs MKL's product uses part of the core), with the step's own convolutions timed alone "
+    "at its shapes (the kernels' ceiling for this step). Alone: `.venv/bin/python "
     "scripts/benchmark_flops.py`. On a GPU (`--device cuda`) the same table applies; none was "
     "measured here."
 )
