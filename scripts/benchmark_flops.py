@@ -128,7 +128,10 @@ def convolution_inputs(step: Step) -> list[tuple[nn.Module, torch.Tensor]]:
 
 
 def layer_forward_backward(layer: nn.Module, x: torch.Tensor, runtime: Runtime) -> None:
-    """One layer's forward (under the runtime's autocast) and backward."""
+    """One layer's forward (under the runtime's autocast) and backward, its gradients written
+    fresh as in the step (which sets them to None first), not added to earlier ones."""
+    layer.zero_grad(set_to_none=True)
+    x.grad = None
     with runtime.autocast():
         y = layer(x)
     y.backward(torch.ones_like(y))
