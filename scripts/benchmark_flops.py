@@ -17,14 +17,13 @@ A profile of the step (top operators by self time) follows the table.
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from benchmark_train import as_sample, step_milliseconds, train_config
+from benchmark_train import as_sample, step_milliseconds, timed_milliseconds, train_config
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -39,15 +38,6 @@ MM_SIZE = 2048
 PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16}
 CONVOLUTIONS = (nn.Conv2d, nn.ConvTranspose2d)
 LARGE_CONV = (8, 256, 64, 64)
-
-
-def timed_milliseconds(call: Callable[[], object], device: str) -> float:
-    """Milliseconds of one ``call()``, waiting for the GPU where there is one."""
-    start = time.perf_counter()
-    call()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 1000 * (time.perf_counter() - start)
 
 
 def best_gflops(call: Callable[[], object], flops: int, device: str, rounds: int = 10) -> float:

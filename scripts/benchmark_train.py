@@ -17,7 +17,8 @@ Same chans (32), pooling layers (4), batch size, DataLoader workers and masks (4
 import argparse
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -149,13 +150,18 @@ STEP_VARIANTS = [  # (label, precision, channels_last, compile)
 ]
 
 
-def step_milliseconds(state: TrainState, runtime: Runtime, batch: Sample, clip) -> float:
-    """Milliseconds of one ``train_step`` on a batch already in memory (no data loading)."""
+def timed_milliseconds(call: Callable[[], object], device: str) -> float:
+    """Milliseconds of one ``call()``, waiting for the GPU where there is one."""
     start = time.perf_counter()
-    train_step(state, batch, runtime, clip)
-    if runtime.device.type == "cuda":
+    call()
+    if device == "cuda":
         torch.cuda.synchronize()
     return 1000 * (time.perf_counter() - start)
+
+
+def step_milliseconds(state: TrainState, runtime: Runtime, batch: Sample, clip) -> float:
+    """Milliseconds of one ``train_step`` on a batch already in memory (no data loading)."""
+    return timed_milliseconds(partial(train_step, state, batch, runtime, clip), runtime.device.type)
 
 
 def step_variants(cfg: DictConfig, device: str, rounds: int = 5) -> list[tuple[str, float]]:
