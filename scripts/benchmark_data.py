@@ -13,10 +13,12 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import fastmri.data
 import torch
+from benchmark_train import median_milliseconds
 from fastmri.data.subsample import RandomMaskFunc
 from fastmri.data.transforms import UnetDataTransform
 from hydra import compose, initialize_config_dir
@@ -83,18 +85,11 @@ def device_transform_rate(root: Path, challenge: str, batch_size: int = 8) -> tu
     batch = torch.utils.data.default_collate([dataset[i] for i in range(batch_size)])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     apply = DeviceTransform(challenge, device)
-    apply(batch)
-    runs = []
-    for _ in range(5):
-        start = time.perf_counter()
-        apply(batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        runs.append(time.perf_counter() - start)
+    milliseconds = median_milliseconds(partial(apply, batch), device.type, repeats=5)
     moved = sum(
         t.numel() * t.element_size() for t in (batch.masked_kspace, batch.mask, batch.target)
     )
-    return batch_size / statistics.median(runs), moved // batch_size
+    return 1000 * batch_size / milliseconds, moved // batch_size
 
 
 def run(repeats: int) -> tuple[str, float]:

@@ -151,12 +151,24 @@ STEP_VARIANTS = [  # (label, precision, channels_last, compile)
 
 
 def timed_milliseconds(call: Callable[[], object], device: str) -> float:
-    """Milliseconds of one ``call()``, waiting for the GPU where there is one."""
+    """Milliseconds of one ``call()``, waiting for the GPU (before and after) where there is
+    one."""
+    if device == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     call()
     if device == "cuda":
         torch.cuda.synchronize()
     return 1000 * (time.perf_counter() - start)
+
+
+def median_milliseconds(
+    call: Callable[[], object], device: str, repeats: int, warmup: int = 1
+) -> float:
+    """Median milliseconds of ``repeats`` timed ``call()``s after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    return statistics.median(timed_milliseconds(call, device) for _ in range(repeats))
 
 
 def step_milliseconds(state: TrainState, runtime: Runtime, batch: Sample, clip) -> float:

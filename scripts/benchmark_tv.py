@@ -11,14 +11,15 @@
 
 import argparse
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchmark_train import median_milliseconds
 from fastmri.data.subsample import RandomMaskFunc
 from fastmri.data.transforms import center_crop
 from hydra import compose, initialize_config_dir
@@ -125,17 +126,8 @@ def unet_seconds(
     runtime = Runtime.create(device, "auto")
     model = runtime.place(model).eval()
     images = torch.randn(batch, 1, *shape)
-    runs = []
-    predict(model, images, runtime)
-    for _ in range(3):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        predict(model, images, runtime)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        runs.append((time.perf_counter() - start) / batch)
-    return statistics.median(runs)
+    milliseconds = median_milliseconds(partial(predict, model, images, runtime), device, repeats=3)
+    return milliseconds / 1000 / batch
 
 
 def bart_section(root: Path, settings_for, count: int, bart_iterations: list[int]) -> list[str]:

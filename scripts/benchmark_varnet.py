@@ -22,7 +22,7 @@ from pathlib import Path
 
 import hydra
 import torch
-from benchmark_train import train_config
+from benchmark_train import median_milliseconds, train_config
 from fastmri.losses import SSIMLoss
 from fastmri.models import VarNet as FastmriVarNet
 from omegaconf import DictConfig, OmegaConf
@@ -97,23 +97,18 @@ def our_state(model: torch.nn.Module) -> TrainState:
 
 def our_step_ms(model: torch.nn.Module, batch: Sample, runtime: Runtime, steps: int) -> float:
     """Median milliseconds of ``train_step`` (after two warm-up steps)."""
-    state, times = our_state(model), []
-    for step in range(steps + 2):
-        start = time.perf_counter()
-        train_step(state, batch, runtime, clip=1.0)
-        if step >= 2:
-            times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+    step = functools.partial(train_step, our_state(model), batch, runtime, clip=1.0)
+    return median_milliseconds(step, "cpu", steps, warmup=2)
 
 
 def fastmri_step_ms(model: FastmriVarNet, batch: Sample, steps: int) -> float:
     """Median milliseconds of the same step on fastmri's VarNet (fp32, its tensor layout)."""
-    optimizer, loss_fn, times = training_optimizer(model), SSIMLoss(), []
+    optimizer, loss_fn = training_optimizer(model), SSIMLoss()
     kspace = torch.view_as_real(batch.masked_kspace)
     mask = batch.mask.bool()[:, None, None, :, None]
     crop = batch.target.shape[-2:]
-    for step in range(steps + 2):
-        start = time.perf_counter()
+
+    def step() -> None:
         output = model(kspace, mask, int(batch.num_low_frequencies[0]))
         top, left = (output.shape[-2] - crop[0]) // 2, (output.shape[-1] - crop[1]) // 2
         output = output[:, None, top : top + crop[0], left : left + crop[1]]
@@ -122,39 +117,30 @@ def fastmri_step_ms(model: FastmriVarNet, batch: Sample, steps: int) -> float:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        if step >= 2:
-            times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+
+    return median_milliseconds(step, "cpu", steps, warmup=2)
 
 
 @torch.no_grad()
 def seconds_per_slice(model: torch.nn.Module, size: tuple, runtime: Runtime) -> float:
     """Inference seconds per slice (median of 3 after one warm-up), through the interface."""
-    batch, times = synthetic_batch(size), []
+    batch = synthetic_batch(size)
     model.eval()
-    for repeat in range(4):
-        start = time.perf_counter()
-        model_output(model, "kspace", batch, runtime)
-        if repeat:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    call = functools.partial(model_output, model, "kspace", batch, runtime)
+    return median_milliseconds(call, "cpu", repeats=3) / 1000
 
 
 @torch.no_grad()
 def fastmri_seconds_per_slice(model: FastmriVarNet, size: tuple) -> float:
     """The same for fastmri's VarNet on its (B, C, H, W, 2) tensors (fp32)."""
-    batch, times = synthetic_batch(size), []
+    batch = synthetic_batch(size)
     kspace, mask = (
         torch.view_as_real(batch.masked_kspace),
         batch.mask.bool()[:, None, None, :, None],
     )
     model.eval()
-    for repeat in range(4):
-        start = time.perf_counter()
-        model(kspace, mask, int(batch.num_low_frequencies[0]))
-        if repeat:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    call = functools.partial(model, kspace, mask, int(batch.num_low_frequencies[0]))
+    return median_milliseconds(call, "cpu", repeats=3) / 1000
 
 
 def release_training_memory_mb(runtime: Runtime) -> float:
