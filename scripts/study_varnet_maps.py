@@ -1,0 +1,199 @@
+"""How much the VarNet's coil maps hold it back: train and evaluate it with maps from elsewhere.
+
+A study, not a feature (docs/results.md, the VarNet table and its reading). It replaces the maps
+of ``experiment=varnet_multicoil`` (``sens_chans=0``: the measured center lines' coil images over
+their root-sum-of-squares) for one run, then trains or evaluates as the tools do:
+
+    .venv/bin/python scripts/study_varnet_maps.py train full runs/maps/full \\
+        experiment=varnet_multicoil trainer.max_time=null trainer.max_epochs=3
+    .venv/bin/python scripts/study_varnet_maps.py eval full runs/maps/full_eval \\
+        checkpoint=runs/maps/full/checkpoints/best.pt "method=[learned]"
+    .venv/bin/python scripts/study_varnet_maps.py span    # maps from N center lines, no training
+
+MAPS: ``measured`` (the default's own), ``full`` (each slice's coil images from its fully sampled
+k-space, read from its file: not realizable, a bound), ``full:N`` (from its central N columns),
+``walsh`` (the TV baseline's adaptive-combine maps from the measured center lines),
+``recompute:N`` (before every cascade after the first, from the central N columns of the current
+k-space) and ``residual`` (a sensitivity U-Net, ``model.sens_chans``, added to the measured maps,
+its last layer zero so that it starts from them).
+"""
+
+import argparse
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+
+from mri_recon.baselines.tv import estimate_sensitivities
+from mri_recon.config import CONFIG_DIR, PROJECT_DIR
+from mri_recon.evaluation.run import evaluate
+from mri_recon.fourier import centering_ramps, ifft2c
+from mri_recon.metrics import volume_metrics
+from mri_recon.models import interface, varnet
+from mri_recon.training.loop import fit
+
+DEMO = PROJECT_DIR / "data" / "demo"
+batch_slices: list[tuple[str, int]] = []  # (file name, slice) of the batch the model is given
+
+
+def unit_rss(images: torch.Tensor) -> torch.Tensor:
+    """(..., C, H, W) complex images over their root-sum-of-squares across coils C."""
+    return images / images.abs().square().sum(dim=-3, keepdim=True).sqrt().clamp_min(1e-12)
+
+
+def center_columns(width: int, count: int) -> torch.Tensor:
+    """(width,) 1.0 at the central ``count`` columns (fastMRI's placement), else 0.0."""
+    window = torch.zeros(width)
+    first = (width - count + 1) // 2
+    window[first : first + count] = 1
+    return window
+
+
+def full_maps(
+    files: dict[str, Path], fname: str, slice_num: int, count: int | None
+) -> torch.Tensor:
+    """(C, H, W) maps from a slice's fully sampled k-space (its central ``count`` columns)."""
+    with h5py.File(files[fname]) as file:
+        kspace = torch.from_numpy(file["kspace"][slice_num]).to(torch.complex64)
+    if count:
+        kspace = kspace * center_columns(kspace.shape[-1], count)
+    return unit_rss(ifft2c(kspace))
+
+
+def use_full_maps(count: int | None) -> None:
+    """Give every batch the maps of its slices' fully sampled k-space."""
+    files = {path.name: path for path in DEMO.glob("multicoil_*/*.h5")}
+    cache: dict[tuple[str, int], torch.Tensor] = {}
+    original = interface.kspace_output
+
+    def kspace_output(model, batch, runtime):
+        batch_slices[:] = list(zip(batch.fname, map(int, batch.slice_num), strict=True))
+        return original(model, batch, runtime)
+
+    def maps(self, kspace, mask, num_low):
+        for key in batch_slices:
+            if key not in cache:
+                cache[key] = full_maps(files, *key, count)
+        return torch.stack([cache[key] for key in batch_slices]).to(kspace.device)
+
+    interface.kspace_output = kspace_output
+    varnet.SensitivityNet.forward = maps
+
+
+def use_walsh_maps() -> None:
+    """The TV baseline's maps (Walsh's adaptive combine from the measured center lines)."""
+    varnet.SensitivityNet.forward = lambda self, kspace, mask, num_low: estimate_sensitivities(
+        kspace, mask
+    )
+
+
+def use_recomputed_maps(count: int) -> None:
+    """Before every cascade after the first, maps from the current k-space's central columns
+    (the cascades' modulated k-space gives the modulated maps they use)."""
+
+    def forward(self, kspace, mask, num_low, crop):
+        sampled = mask.bool().float()[:, None, None, :]
+        kspace_ramp, image_ramp = centering_ramps(*kspace.shape[-2:], kspace.device, kspace.dtype)
+        measured = kspace * kspace_ramp
+        maps = self.sens_net(kspace, mask, num_low) * image_ramp.conj()
+        window = center_columns(kspace.shape[-1], count).to(kspace.device)
+        current = measured
+        for index, cascade in enumerate(self.cascades):
+            if index:
+                maps = unit_rss(torch.fft.ifft2(current * window, norm="ortho"))
+            current = cascade(current, measured, sampled, maps)
+        image = torch.fft.ifft2(current, norm="ortho").abs().square().sum(dim=1).sqrt()
+        top, left = (image.shape[-2] - crop[0]) // 2, (image.shape[-1] - crop[1]) // 2
+        return image[:, top : top + crop[0], left : left + crop[1]]
+
+    varnet.VarNet.forward = forward
+
+
+def use_residual_maps() -> None:
+    """Measured maps plus a sensitivity U-Net's correction that starts at zero."""
+    original_init = varnet.SensitivityNet.__init__
+
+    def init(self, *args, **kwargs) -> None:
+        original_init(self, *args, **kwargs)
+        torch.nn.init.zeros_(self.norm_unet.unet.head.weight)
+        torch.nn.init.zeros_(self.norm_unet.unet.head.bias)
+
+    def maps(self, kspace, mask, num_low):
+        lines = varnet.center_lines(mask, num_low)[:, None, None, :]
+        images = ifft2c(kspace * lines)
+        batch, coils, height, width = images.shape
+        flat = images.reshape(batch * coils, 1, height, width)
+        return unit_rss(images + self.norm_unet(flat).reshape(batch, coils, height, width))
+
+    varnet.SensitivityNet.__init__ = init
+    varnet.SensitivityNet.forward = maps
+
+
+def use_maps(name: str) -> None:
+    """Patch the VarNet to take its maps as ``name`` (module docstring) says."""
+    kind, _, count = name.partition(":")
+    if kind == "full":
+        use_full_maps(int(count) if count else None)
+    elif kind == "walsh":
+        use_walsh_maps()
+    elif kind == "recompute":
+        use_recomputed_maps(int(count))
+    elif kind == "residual":
+        use_residual_maps()
+    elif kind != "measured":
+        raise SystemExit(
+            f"maps: expected measured, full[:N], walsh, recompute:N or residual, got {name!r}"
+        )
+
+
+def span(counts: tuple[int, ...] = (6, 12, 24, 48)) -> None:
+    """For maps from N fully sampled center columns, on the demo's val split: how well the maps'
+    span holds the true coil images (RSS of their projection against the target: SSIM, PSNR)
+    and the share of the energy of their coil combination off the positive real axis."""
+    kspaces, targets = [], []
+    for path in sorted((DEMO / "multicoil_val").glob("*.h5")):
+        with h5py.File(path) as file:
+            kspaces.append(torch.from_numpy(file["kspace"][()]))
+            targets.append(file["reconstruction_rss"][()])
+    for count in counts:
+        scores, off_axis, energy = [], 0.0, 0.0
+        for kspace, target in zip(kspaces, targets, strict=True):
+            images = ifft2c(kspace)
+            maps = unit_rss(ifft2c(kspace * center_columns(kspace.shape[-1], count)))
+            combined = (maps.conj() * images).sum(dim=1)  # (slices, H, W)
+            top, left = (np.array(combined.shape[-2:]) - target.shape[-2:]) // 2
+            crop = combined[:, top : top + target.shape[-2], left : left + target.shape[-1]]
+            off_axis += float(crop.imag.square().sum() + crop.real.clamp(max=0).square().sum())
+            energy += float(crop.abs().square().sum())
+            projected = crop.abs().numpy()  # = RSS of maps x combined: the maps have unit RSS
+            metrics = volume_metrics(target, projected)
+            scores.append((metrics["SSIM"], metrics["PSNR"]))
+        mean_ssim, mean_psnr = np.mean(scores, axis=0)
+        print(
+            f"{count} center lines: projection SSIM {mean_ssim:.4f}, PSNR {mean_psnr:.2f} dB; "
+            f"combination off the positive real axis {100 * off_axis / energy:.2f}% of its energy"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("train", "eval", "span"))
+    parser.add_argument("maps", nargs="?", default="measured")
+    parser.add_argument("run_dir", nargs="?", type=Path)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    if args.command == "span":
+        span()
+        return
+    use_maps(args.maps)
+    name = "train" if args.command == "train" else "eval"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=name, overrides=args.overrides)
+    run = fit if args.command == "train" else evaluate
+    print(run(cfg, args.run_dir, args.overrides))
+
+
+if __name__ == "__main__":
+    main()
