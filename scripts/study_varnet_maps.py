@@ -148,32 +148,56 @@ def use_maps(name: str) -> None:
         )
 
 
-def span(counts: tuple[int, ...] = (6, 12, 24, 48)) -> None:
-    """For maps from N fully sampled center columns, on the demo's val split: how well the maps'
-    span holds the true coil images (RSS of their projection against the target: SSIM, PSNR)
-    and the share of the energy of their coil combination off the positive real axis."""
-    kspaces, targets = [], []
+def center_line_maps(kspace: torch.Tensor, count: int) -> torch.Tensor:
+    """(..., C, H, W) maps from the central ``count`` columns: today's (``sens_chans=0``)."""
+    return unit_rss(ifft2c(kspace * center_columns(kspace.shape[-1], count)))
+
+
+def walsh_aligned_maps(kspace: torch.Tensor, count: int) -> torch.Tensor:
+    """(S, C, H, W) Walsh maps from the central ``count`` columns, each pixel's phase turned to
+    that of the center-line maps (Walsh's own reference, the first coil, is far worse)."""
+    window = center_columns(kspace.shape[-1], count).expand(len(kspace), -1)
+    maps = estimate_sensitivities(kspace, window)
+    reference = center_line_maps(kspace, count)
+    return maps * torch.exp(1j * torch.angle((maps.conj() * reference).sum(dim=1, keepdim=True)))
+
+
+def map_scores(kspace: torch.Tensor, target: np.ndarray, maps: torch.Tensor) -> list[float]:
+    """[summed squared map error against the fully sampled maps, weighted by the RSS image
+    squared; that weight summed; energy of the coil combination of the true coil images off the
+    positive real axis; its energy; projection SSIM; projection PSNR], inside the target crop."""
+    images = ifft2c(kspace)  # (S, C, H, W)
+    rss = images.abs().square().sum(dim=1)
+    error = (maps - unit_rss(images)).abs().square().sum(dim=1) * rss
+    combined = (maps.conj() * images).sum(dim=1)
+    top, left = (np.array(combined.shape[-2:]) - target.shape[-2:]) // 2
+    window = (slice(None), slice(top, top + target.shape[-2]), slice(left, left + target.shape[-1]))
+    crop = combined[window]
+    off_axis = crop.imag.square().sum() + crop.real.clamp(max=0).square().sum()
+    metrics = volume_metrics(target, crop.abs().numpy())  # |combination| = RSS of projection
+    sums = [error[window].sum(), rss[window].sum(), off_axis, crop.abs().square().sum()]
+    return [float(value) for value in sums] + [metrics["SSIM"], metrics["PSNR"]]
+
+
+def span() -> None:
+    """Maps from N measured center columns on the demo's val split, without training: their
+    error against the fully sampled k-space's maps where the signal is, the share of their
+    coil combination's energy off the positive real axis, and how well their span holds the
+    true coil images (RSS of the projection against the target: SSIM, PSNR)."""
+    volumes = []
     for path in sorted((DEMO / "multicoil_val").glob("*.h5")):
         with h5py.File(path) as file:
-            kspaces.append(torch.from_numpy(file["kspace"][()]))
-            targets.append(file["reconstruction_rss"][()])
-    for count in counts:
-        scores, off_axis, energy = [], 0.0, 0.0
-        for kspace, target in zip(kspaces, targets, strict=True):
-            images = ifft2c(kspace)
-            maps = unit_rss(ifft2c(kspace * center_columns(kspace.shape[-1], count)))
-            combined = (maps.conj() * images).sum(dim=1)  # (slices, H, W)
-            top, left = (np.array(combined.shape[-2:]) - target.shape[-2:]) // 2
-            crop = combined[:, top : top + target.shape[-2], left : left + target.shape[-1]]
-            off_axis += float(crop.imag.square().sum() + crop.real.clamp(max=0).square().sum())
-            energy += float(crop.abs().square().sum())
-            projected = crop.abs().numpy()  # = RSS of maps x combined: the maps have unit RSS
-            metrics = volume_metrics(target, projected)
-            scores.append((metrics["SSIM"], metrics["PSNR"]))
-        mean_ssim, mean_psnr = np.mean(scores, axis=0)
+            volumes.append((torch.from_numpy(file["kspace"][()]), file["reconstruction_rss"][()]))
+    estimators = [(f"center lines, {count}", center_line_maps, count) for count in (6, 12, 24, 48)]
+    estimators += [(f"Walsh, {count}", walsh_aligned_maps, count) for count in (6, 12)]
+    for name, estimate, count in estimators:
+        scores = np.array([map_scores(k, t, estimate(k, count)) for k, t in volumes])
+        error, weight, off_axis, energy = scores[:, :4].sum(axis=0)
+        projection_ssim, projection_psnr = scores[:, 4:].mean(axis=0)
         print(
-            f"{count} center lines: projection SSIM {mean_ssim:.4f}, PSNR {mean_psnr:.2f} dB; "
-            f"combination off the positive real axis {100 * off_axis / energy:.2f}% of its energy"
+            f"{name}: map error {error / weight:.4f}, off the real axis "
+            f"{100 * off_axis / energy:.2f}%, projection SSIM {projection_ssim:.4f}, "
+            f"PSNR {projection_psnr:.2f} dB"
         )
 
 
