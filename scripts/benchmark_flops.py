@@ -16,14 +16,19 @@ A profile of the step (top operators by self time) follows the table.
 """
 
 import argparse
-import statistics
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from benchmark_train import as_sample, step_milliseconds, timed_milliseconds, train_config
+from benchmark_train import (
+    as_sample,
+    median_milliseconds,
+    step_milliseconds,
+    timed_milliseconds,
+    train_config,
+)
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -33,6 +38,7 @@ from mri_recon.data.transforms import Sample
 from mri_recon.models.interface import model_output, takes
 from mri_recon.runtime import Runtime, cpu_has_native_bf16
 from mri_recon.training.state import TrainState
+from mri_recon.training.step import train_step
 
 MM_SIZE = 2048
 PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16}
@@ -75,6 +81,10 @@ class Step(NamedTuple):
     batch: Sample
     clip: float | None
 
+    def run(self) -> None:
+        """One ``train_step`` on the batch."""
+        train_step(self.state, self.batch, self.runtime, self.clip)
+
     def milliseconds(self) -> float:
         return step_milliseconds(self.state, self.runtime, self.batch, self.clip)
 
@@ -94,7 +104,7 @@ def default_step(root: Path, precision: str, device: str, overrides: Sequence[st
 def step_flops(step: Step) -> int:
     """FLOPs of one training step (forward and backward convolutions and matrix products)."""
     with FlopCounterMode(display=False) as counter:
-        step.milliseconds()
+        step.run()
     return counter.get_total_flops()
 
 
@@ -139,11 +149,8 @@ def convolutions_alone(step: Step, rounds: int) -> tuple[int, float]:
         with FlopCounterMode(display=False) as counter:
             forward_backward()
         flops += counter.get_total_flops()
-        for _ in range(2):  # warm-up
-            forward_backward()
-        milliseconds += statistics.median(
-            timed_milliseconds(forward_backward, step.runtime.device.type) for _ in range(rounds)
-        )
+        device = step.runtime.device.type
+        milliseconds += median_milliseconds(forward_backward, device, rounds, warmup=2)
     step.state.model.zero_grad(set_to_none=True)
     return flops, milliseconds
 
@@ -152,7 +159,7 @@ def profile_table(step: Step, rows: int = 8) -> str:
     """The step's top operators by self CPU time (torch.profiler), as text."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
         for _ in range(3):
-            step.milliseconds()
+            step.run()
     table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
     return table.strip()
 
@@ -170,9 +177,7 @@ def run(root: Path, device: str = "cpu", rounds: int = 5) -> str:
     for precision in precisions:
         step = default_step(root, precision, device)
         flops = step_flops(step)
-        for _ in range(3):  # warm-up
-            step.milliseconds()
-        ms = statistics.median(step.milliseconds() for _ in range(rounds))
+        ms = median_milliseconds(step.run, device, rounds, warmup=3)
         achieved = flops / (ms / 1000) / 1e9
         conv_flops, conv_ms = convolutions_alone(step, rounds)
         mm = matmul_gflops(PRECISIONS[precision], device)

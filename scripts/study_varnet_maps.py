@@ -51,15 +51,18 @@ def center_columns(width: int, count: int) -> torch.Tensor:
     return window
 
 
+def center_line_maps(kspace: torch.Tensor, count: int) -> torch.Tensor:
+    """(..., C, H, W) maps from the central ``count`` columns: today's (``sens_chans=0``)."""
+    return unit_rss(ifft2c(kspace * center_columns(kspace.shape[-1], count)))
+
+
 def full_maps(
     files: dict[str, Path], fname: str, slice_num: int, count: int | None
 ) -> torch.Tensor:
     """(C, H, W) maps from a slice's fully sampled k-space (its central ``count`` columns)."""
     with h5py.File(files[fname]) as file:
         kspace = torch.from_numpy(file["kspace"][slice_num]).to(torch.complex64)
-    if count:
-        kspace = kspace * center_columns(kspace.shape[-1], count)
-    return unit_rss(ifft2c(kspace))
+    return center_line_maps(kspace, count) if count else unit_rss(ifft2c(kspace))
 
 
 def use_full_maps(count: int | None) -> None:
@@ -146,11 +149,6 @@ def use_maps(name: str) -> None:
         raise SystemExit(
             f"maps: expected measured, full[:N], walsh, recompute:N or residual, got {name!r}"
         )
-
-
-def center_line_maps(kspace: torch.Tensor, count: int) -> torch.Tensor:
-    """(..., C, H, W) maps from the central ``count`` columns: today's (``sens_chans=0``)."""
-    return unit_rss(ifft2c(kspace * center_columns(kspace.shape[-1], count)))
 
 
 def walsh_aligned_maps(kspace: torch.Tensor, count: int) -> torch.Tensor:
