@@ -28,7 +28,13 @@ def rank() -> int:
 
 
 def local_rank() -> int:
+    """This process's rank on its node: the index of its GPU (0 without torchrun)."""
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def local_world_size() -> int:
+    """How many processes of the job run on this node (1 without torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def is_main() -> bool:
@@ -102,13 +108,6 @@ def gather(obj: Any) -> list[Any]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def device_for(device: torch.device) -> torch.device:
-    """Each rank's own GPU under torchrun."""
-    if device.type == "cuda" and world_size() > 1:
-        return torch.device("cuda", local_rank())
-    return device
 
 
 def my_volume_indices(file_names: list[str]) -> list[int]:

@@ -4,10 +4,13 @@ Every entry point (training, evaluation, TV tuning, the benchmarks) builds one `
 hands it to the code that moves tensors to the device and runs the model.
 """
 
+import logging
 import os
 import random
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -17,22 +20,54 @@ from torch.nn.parallel import DistributedDataParallel
 from mri_recon import distributed
 from mri_recon.errors import UserError
 
+log = logging.getLogger(__name__)
+
 PRECISIONS = ("auto", "32", "bf16")
 # oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA) from which its kernels use bf16 instructions.
 BF16_ISA_LEVELS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10", "ALL")
 
 
 def select_device(name: str) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; any other name is used as given."""
-    if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"trainer.device={name}: CUDA is not available on this machine")
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """The device this process computes on. ``auto`` picks CUDA, then MPS, then the CPU.
+
+    A CUDA device always gets an index (``torch.cuda.set_device`` and DDP need one): ``auto``
+    and ``cuda`` mean this process's own GPU, the ``LOCAL_RANK``-th under torchrun or Slurm,
+    else GPU 0 of those CUDA_VISIBLE_DEVICES shows; ``cuda:N`` is GPU N in a single process
+    (under torchrun every rank takes its own). A name that cannot work is a UserError.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return cuda_device(None, name)
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise UserError(f"device={name}: expected auto, cpu, cuda, cuda:N or mps") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device={name}: CUDA is not available on this machine")
+        return cuda_device(device.index, name)
+    return device
+
+
+def cuda_device(index: int | None, name: str) -> torch.device:
+    """``cuda:<index>``, or this process's own GPU (``index`` None, or several processes),
+    checked against the GPUs this process sees."""
+    count = torch.cuda.device_count()
+    processes = distributed.local_world_size()
+    if processes > 1 and processes > count:
+        raise UserError(
+            f"device={name}: {processes} processes were started on this node but it has "
+            f"{count} CUDA GPU(s): start at most {count} (torchrun --nproc_per_node={count}, "
+            "or hydra.launcher.gpus_per_node), or train on the CPU with trainer.device=cpu"
+        )
+    if processes > 1 or index is None:
+        index = distributed.local_rank()
+    if index >= count:
+        raise UserError(
+            f"device={name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+        )
+    return torch.device("cuda", index)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -81,6 +116,64 @@ def choose_channels_last(setting: bool | str, device: torch.device) -> bool:
     return device.type == "cuda" if setting == "auto" else setting
 
 
+# cuBLAS's setting for deterministic matrix products (CUDA 10.2 and later); read when cuBLAS
+# starts, so it is set before the first product on the GPU.
+CUBLAS_DETERMINISTIC = ":4096:8"
+# How torch's warn_only mode names an operation without a deterministic kernel.
+NONDETERMINISTIC = " does not have a deterministic implementation"
+
+
+def set_determinism(deterministic: bool, device: torch.device) -> None:
+    """Deterministic kernels (``trainer.deterministic``), so that a resumed run ends bit for bit
+    like an uninterrupted one on a GPU too: torch's deterministic algorithms, cuDNN without
+    autotuning, cuBLAS's fixed workspace. Without it cuDNN autotunes on CUDA (faster).
+
+    An operation with no deterministic kernel on the device still runs; the log names it once
+    (``log_nondeterministic_operations``).
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+        log_nondeterministic_operations()
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # Filling new tensors with NaN only finds reads of memory never written; it costs time.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
+
+
+def log_nondeterministic_operations() -> None:
+    """Route torch's warning about an operation without a deterministic kernel to the log, once
+    per operation, with what it means for resuming; other warnings are shown as before."""
+    show = warnings.showwarning
+    if getattr(show, "logs_nondeterministic", False):
+        return
+    seen: set[str] = set()
+
+    def show_or_log(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        text = str(message)
+        if NONDETERMINISTIC not in text:
+            return show(message, category, filename, lineno, file, line)
+        operation = text.split(NONDETERMINISTIC)[0]
+        if operation not in seen:
+            seen.add(operation)
+            log.warning(
+                "%s has no deterministic kernel on this device: a resumed run restores weights, "
+                "optimizer, data order and random states exactly, but this operation may round "
+                "differently, so it ends close to an uninterrupted run, not bit for bit",
+                operation,
+            )
+
+    show_or_log.logs_nondeterministic = True
+    warnings.showwarning = show_or_log
+
+
 @dataclass(frozen=True)
 class Runtime:
     """The device a process computes on and how: bf16 autocast, channels_last activations."""
@@ -91,16 +184,23 @@ class Runtime:
     reason: str = ""  # why bf16 is on or off, for the log
 
     @classmethod
-    def create(cls, device: str, precision: str, channels_last: bool | str = "auto") -> "Runtime":
-        """From the config's ``device``, ``precision`` and ``channels_last`` (each rank its own
-        GPU under torchrun).
+    def create(
+        cls,
+        device: str,
+        precision: str,
+        channels_last: bool | str = "auto",
+        deterministic: bool = False,
+    ) -> "Runtime":
+        """From the config's ``device``, ``precision``, ``channels_last`` and ``deterministic``
+        (each rank its own GPU under torchrun or Slurm).
 
-        On CUDA it also makes that GPU current and lets cuDNN pick its fastest kernels.
+        On CUDA it also makes that GPU current; cuDNN picks its fastest kernels (autotuning)
+        unless ``deterministic`` asks for kernels that give the same bits on every run.
         """
-        chosen = distributed.device_for(select_device(device))
+        chosen = select_device(str(device))
+        set_determinism(deterministic, chosen)
         if chosen.type == "cuda":
             torch.cuda.set_device(chosen)
-            torch.backends.cudnn.benchmark = True
         bf16, reason = choose_bf16(str(precision), chosen)
         return cls(chosen, bf16, choose_channels_last(channels_last, chosen), reason)
 

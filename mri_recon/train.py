@@ -15,6 +15,7 @@ itself is mri_recon/training/loop.py.
 import logging
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -26,6 +27,7 @@ from mri_recon import distributed
 from mri_recon.config import CONFIG_DIR, PROJECT_DIR, check_overrides
 from mri_recon.errors import report_user_errors
 from mri_recon.training.loop import TrainingDiverged, fit
+from mri_recon.training.run_lock import command_line_run_dir, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,15 @@ def main(cfg: DictConfig) -> float | None:
     return result.metrics["SSIM"]["mean"] if result.metrics else None
 
 
+@report_user_errors
 def cli() -> None:
-    """The `mri-recon-train` console script: checks the overrides, then runs the Hydra app."""
+    """The `mri-recon-train` console script: checks the overrides, holds the run directory the
+    command line names (one writer per directory), then runs the Hydra app."""
     sys.argv += distributed.hydra_overrides(sys.argv[1:], "train", str(PROJECT_DIR))
     check_overrides("train", sys.argv[1:])
-    main()
+    run_dir = command_line_run_dir(sys.argv[1:])
+    with run_lock(run_dir) if run_dir is not None else nullcontext():
+        main()
 
 
 if __name__ == "__main__":

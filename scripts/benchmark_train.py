@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.dataset import split_folder
-from mri_recon.data.loaders import TrainingData
+from mri_recon.data.loaders import TrainingData, worker_count
 from mri_recon.data.transforms import Sample
 from mri_recon.models.unet import count_parameters
 from mri_recon.runtime import Runtime
@@ -98,7 +98,7 @@ def fastmri_recipe(
         dataset,
         batch_size=cfg.data.batch_size,
         shuffle=True,
-        num_workers=cfg.data.num_workers,
+        num_workers=worker_count(cfg.data.num_workers),
     )
     model = runtime.place(FastmriUnet(1, 1, cfg.model.chans, cfg.model.num_pool_layers))
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
@@ -124,7 +124,7 @@ def run(root: Path, steps: int, repeats: int) -> tuple[str, float]:
     ours_rate, theirs_rate = statistics.median(ours_runs), statistics.median(theirs_runs)
     table = "\n".join(
         [
-            f"Batch {cfg.data.batch_size}, {cfg.data.num_workers} DataLoader workers, fp32, "
+            f"Batch {cfg.data.batch_size}, {worker_count(cfg.data.num_workers)} DataLoader workers, fp32, "
             f"{steps} steps after 3 warm-up steps, median of {repeats} interleaved repeats, demo "
             f"single-coil training files (128x128), {count_parameters(ours.model):,} vs "
             f"{count_parameters(theirs.model):,} parameters. Both timed through "

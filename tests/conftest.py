@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -62,6 +63,17 @@ def run_cli(
     if check and result.returncode != 0:
         raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
+
+
+# Tests that start two processes: NCCL on two GPUs where the machine has them, else gloo on the
+# CPU (two ranks cannot share one GPU under NCCL).
+TWO_GPUS = torch.cuda.device_count() >= 2
+BACKEND = "nccl" if TWO_GPUS else "gloo"
+
+
+def two_process_device(key: str) -> list[str]:
+    """The override that puts a two-process run where it can run (``key``: its device key)."""
+    return [] if TWO_GPUS else [f"{key}=cpu"]
 
 
 # Overrides that make training take seconds on the tiny dataset (configs/debug/tiny.yaml).

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,11 +82,48 @@ def test_a_run_needs_an_epoch_count_or_a_budget() -> None:
 def test_plan_fills_the_budget_with_epochs_then_a_partial_one() -> None:
     # 10 s spent in epoch 1 (10 steps); 1 s a step, 5 s a validation, 110 s budget: six full
     # epochs (15 s each) and 5 steps of a seventh, then its validation, end at exactly 110 s.
-    total = budget.planned_steps(110, 10, 1.0, 5.0, steps_per_epoch=10, steps_done=10)
+    pace = budget.Pace(1.0, 0.0, 5.0, 0.0)
+    total = budget.planned_steps(110, 10, pace, steps_per_epoch=10, steps_done=10, margin=0)
     assert total == 75
     assert 10 + (total - 10) * 1.0 + 7 * 5.0 == 110
     # Nothing left after the first epoch: the run ends there.
-    assert budget.planned_steps(12, 10, 1.0, 5.0, steps_per_epoch=10, steps_done=10) == 10
+    assert budget.planned_steps(12, 10, pace, steps_per_epoch=10, steps_done=10, margin=0) == 10
+
+
+def test_plan_counts_each_epochs_start_and_checkpoints_and_keeps_its_margin() -> None:
+    # Each epoch: 10 steps of 1 s, 1 s of loader start, 3 s of validation, 2 x 0.5 s of
+    # checkpoints = 15 s. 100 s left, 10% kept: 90 s = six epochs, nothing of a seventh.
+    pace = budget.Pace(1.0, 1.0, 3.0, 0.5)
+    assert pace.epoch_overhead() == 5.0
+    assert budget.planned_steps(110, 10, pace, 10, 10, margin=0.1) == 70
+    # Without the margin, 10 s more: 5 steps of a seventh epoch fit before its overhead.
+    assert budget.planned_steps(110, 10, pace, 10, 10, margin=0) == 75
+
+
+def clock_with(first_batch: float, step_ends: list[float]) -> budget.EpochClock:
+    clock = budget.EpochClock()
+    clock.started, clock.first_batch, clock.step_ends = 0.0, first_batch, step_ends
+    return clock
+
+
+def test_the_pace_leaves_the_warmup_and_one_offs_out() -> None:
+    """A first epoch of 20 steps: 2 s for the first batch, a 30 s first step (compilation),
+    2 slow steps (cuDNN tuning), then 0.1 s steps, the last one recompiled (5 s)."""
+    intervals = [30.0, 1.0, 1.0] + [0.1] * 16 + [5.0]
+    ends = list(2.0 + np.cumsum(intervals))
+    clock = clock_with(2.0, ends)
+    assert clock.steady_step_seconds() == pytest.approx(0.1)
+    assert clock.start_seconds() == 2.0
+    pace = clock.pace(validation_seconds=3.0, checkpoint_seconds=0.25)
+    assert pace == pytest.approx(budget.Pace(0.1, 2.0, 3.0, 0.25))
+    # The first epoch's average, as the plan was made before: 2.03 s a step, 20x too slow.
+    assert (ends[-1] - clock.started) / len(ends) == pytest.approx(2.03)
+
+
+def test_the_pace_of_a_very_short_epoch() -> None:
+    assert clock_with(1.0, [3.0]).steady_step_seconds() == 2.0  # one step: that step
+    assert clock_with(1.0, [3.0, 3.5]).steady_step_seconds() == 0.5
+    assert clock_with(None, []).steady_step_seconds() == 0.0
 
 
 def step_factors(horizon: Horizon, steps: int) -> list[float]:
@@ -192,8 +230,8 @@ def test_every_rank_takes_rank_0s_decision(monkeypatch: pytest.MonkeyPatch) -> N
     """Ranks measure different paces; the run length is rank 0's on all of them (else one
     rank would stop while the others wait in a collective)."""
     monkeypatch.setattr(budget.distributed, "gather", lambda total: [40, total])
-    pace = budget.Pace(train_seconds=1.0, steps=10, validation_seconds=0.5)  # this rank: fast
-    assert budget.decide(100, 2, pace, 10, 10, max_steps=None) == 40
+    pace = budget.Pace(0.1, 0.0, 0.5, 0.0)  # this rank: fast
+    assert budget.decide(100, 2, pace, 10, 10, max_steps=None, margin=0.05) == 40
 
 
 def test_budget_run_behind_its_plan_ends_inside_its_budget(

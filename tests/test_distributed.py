@@ -1,4 +1,5 @@
-"""torchrun with 2 CPU processes (gloo): one run directory, sharded volumes, identical metrics."""
+"""torchrun with 2 processes (gloo on the CPU, NCCL on two GPUs): one run directory, sharded
+volumes, identical metrics."""
 
 import json
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 
 from mri_recon import distributed
 
-from .conftest import TINY_TRAIN, run_cli
+from .conftest import TINY_TRAIN, run_cli, two_process_device
 
 
 def torchrun(module: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -44,15 +45,17 @@ def test_all_ranks_share_one_run_directory(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_ddp_evaluation_equals_single_process(trained_run: Path, tmp_path: Path) -> None:
     checkpoint = f"checkpoint={trained_run / 'checkpoints' / 'best.pt'}"
+    device = two_process_device("device")
     # torchrun gives each rank one thread; the single process gets the same, so that the
     # U-Net's convolutions round identically.
     run_cli(
         "mri-recon-eval",
         checkpoint,
+        *device,
         f"hydra.run.dir={tmp_path / 'single'}",
         env={"OMP_NUM_THREADS": "1"},
     )
-    torchrun("mri_recon.evaluate", checkpoint, f"hydra.run.dir={tmp_path / 'ddp'}")
+    torchrun("mri_recon.evaluate", checkpoint, *device, f"hydra.run.dir={tmp_path / 'ddp'}")
     single = json.loads((tmp_path / "single" / "metrics.json").read_text())
     ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert ddp["num_volumes"] == single["num_volumes"] == 2
@@ -69,6 +72,7 @@ def test_ddp_training_writes_one_run_and_resumes(tiny_root: Path, tmp_path: Path
         f"data.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={run_dir}",
         *TINY_TRAIN,
+        *two_process_device("trainer.device"),
     ]
     torchrun("mri_recon.train", *common, "trainer.max_epochs=2", "trainer.stop_after_epoch=1")
     assert (run_dir / "checkpoints" / "last.pt").is_file() and not (
@@ -79,6 +83,7 @@ def test_ddp_training_writes_one_run_and_resumes(tiny_root: Path, tmp_path: Path
         f"hydra.run.dir={run_dir}",
         "trainer.resume=true",
         f"data.cache_dir={tmp_path / 'cache'}",
+        *two_process_device("trainer.device"),
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epoch"] == 2 and 0 < metrics["val"]["SSIM"]["mean"] <= 1

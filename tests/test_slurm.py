@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from .conftest import compose_config, run_cli, train_in_process
+from .conftest import BACKEND, compose_config, run_cli, train_in_process, two_process_device
 
 
 def launcher_args(tiny_root: Path, tmp_path: Path, *extra: str) -> list[str]:
@@ -53,9 +53,10 @@ def test_a_two_task_job_is_one_ddp_run(tiny_root: Path, tmp_path: Path) -> None:
     run_cli(
         "mri-recon-train",
         *launcher_args(tiny_root, tmp_path, "hydra.launcher.tasks_per_node=2"),
+        *two_process_device("trainer.device"),
     )
     run = tmp_path / "sweep" / "0"
-    assert "process group: rank 0 of 2 (gloo)" in (run / "train.log").read_text()
+    assert f"process group: rank 0 of 2 ({BACKEND})" in (run / "train.log").read_text()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epoch"] == 2 and 0 < metrics["val"]["SSIM"]["mean"] <= 1
     assert [p.name for p in (run / "checkpoints").iterdir()] == sorted(["best.pt", "last.pt"])
@@ -116,8 +117,9 @@ def test_evaluation_runs_as_a_two_task_job(trained_run: Path, tmp_path: Path) ->
         "hydra.launcher.tasks_per_node=2",
         f"checkpoint={trained_run / 'checkpoints' / 'best.pt'}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *two_process_device("device"),
     )
     run = tmp_path / "sweep" / "0"
-    assert "process group: rank 0 of 2 (gloo)" in (run / "evaluate.log").read_text()
+    assert f"process group: rank 0 of 2 ({BACKEND})" in (run / "evaluate.log").read_text()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["num_volumes"] == 2 and set(metrics["results"]) == {"4", "8"}

@@ -8,12 +8,15 @@ import pytest
 import torch
 from fastmri.models import Unet as FastmriUnet
 
-from mri_recon.data.loaders import TrainingData
+from mri_recon.checkpoints import load_checkpoint
+from mri_recon.data.loaders import TrainingData, worker_count
 from mri_recon.data.transforms import Sample
+from mri_recon.errors import UserError
 from mri_recon.reconstruct import predict
 from mri_recon.runtime import Runtime
 from mri_recon.schedulers import Horizon, constant
 from mri_recon.training import loop
+from mri_recon.training.settings import check_config
 from mri_recon.training.state import TrainState
 from mri_recon.training.step import train_step
 from mri_recon.training.stopping import StopRequest
@@ -154,3 +157,34 @@ def test_a_model_without_takes_is_an_image_model_in_the_step() -> None:
     result = train_step(state, Sample(images, images), Runtime.create("cpu", "32"), clip=None)
     assert result.applied and result.loss > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(
+    "cores, machine, ranks, expected",
+    [(2, 2, 1, 2), (16, 16, 1, 8), (16, 16, 2, 7), (64, 64, 8, 7), (4, 64, 8, 3)],
+)
+def test_auto_workers_are_sized_to_the_machine(
+    monkeypatch: pytest.MonkeyPatch, cores: int, machine: int, ranks: int, expected: int
+) -> None:
+    """All but one of the process's cores, 2 to 8: a process bound to its own cores (a Slurm
+    task) takes them; one that sees the whole machine shares it with its node's ranks."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(os, "cpu_count", lambda: machine)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(ranks))
+    assert worker_count("auto") == expected
+    assert worker_count(3) == 3
+
+
+def test_auto_workers_are_saved_as_a_number(tiny_root: Path, tmp_path: Path) -> None:
+    """So that a run resumed elsewhere draws its masks from as many workers as before."""
+    args = ["debug=tiny", f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}"]
+    train_in_process(tmp_path / "run", *args, "data.num_workers=auto", "trainer.max_epochs=1")
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["config"]
+    assert saved["data"]["num_workers"] == worker_count("auto")
+
+
+@pytest.mark.parametrize("value", ["many", "-1", "1.5"])
+def test_a_worker_count_that_cannot_work_is_one_line(value: str) -> None:
+    cfg = compose_config("train", [f"data.num_workers={value}"])
+    with pytest.raises(UserError, match="data.num_workers: expected auto or an integer >= 0"):
+        check_config(cfg)

@@ -1,5 +1,6 @@
 """Datasets and DataLoaders built from the `data` and `mask` config groups."""
 
+import os
 import signal
 from collections import defaultdict
 from collections.abc import Iterator
@@ -117,6 +118,31 @@ def seed_worker(worker_id: int) -> None:
         transform.reseed([torch.initial_seed() % 2**32, distributed.rank(), worker_id])
 
 
+# data.num_workers=auto: all but one of this process's cores, within these bounds.
+AUTO_WORKERS = (2, 8)
+
+
+def worker_count(setting: int | str) -> int:
+    """``data.num_workers``: a count, or ``auto``: all but one of the cores this process may use
+    (a Slurm task's own; the machine's shared among this node's ranks under torchrun), at least
+    2 and at most 8 (more only add start-up time and memory)."""
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0))
+    if cores == os.cpu_count():  # not bound to its own cores: share them with the other ranks
+        cores //= distributed.local_world_size()
+    low, high = AUTO_WORKERS
+    return max(low, min(high, cores - 1))
+
+
+def check_num_workers(setting: object) -> None:
+    """Raise UserError unless ``setting`` is auto or an integer >= 0."""
+    if setting == "auto":
+        return
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+        raise UserError(f"data.num_workers: expected auto or an integer >= 0, got {setting!r}")
+
+
 def build_loader(
     dataset: torch.utils.data.Dataset,
     data_cfg: DictConfig,
@@ -134,7 +160,7 @@ def build_loader(
         batch_size=data_cfg.batch_size,
         shuffle=shuffle,
         sampler=sampler,
-        num_workers=data_cfg.num_workers,
+        num_workers=worker_count(data_cfg.num_workers),
         worker_init_fn=seed_worker,
         generator=generator,
         pin_memory=pin_memory,
@@ -142,7 +168,7 @@ def build_loader(
     )
 
 
-def volume_loader(dataset: SliceDataset, num_workers: int) -> torch.utils.data.DataLoader:
+def volume_loader(dataset: SliceDataset, num_workers: int | str) -> torch.utils.data.DataLoader:
     """A DataLoader whose every batch is one whole volume, slices in order.
 
     Under torchrun each rank gets its own balanced share of the volumes.
@@ -151,7 +177,7 @@ def volume_loader(dataset: SliceDataset, num_workers: int) -> torch.utils.data.D
     for index in distributed.my_volume_indices([path.name for path, _ in dataset.slices]):
         by_file[dataset.slices[index][0].name].append(index)
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=list(by_file.values()), num_workers=num_workers
+        dataset, batch_sampler=list(by_file.values()), num_workers=worker_count(num_workers)
     )
 
 

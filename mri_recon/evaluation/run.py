@@ -98,7 +98,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None)
     files are written.
     """
     check_export(list(cfg.export))
-    runtime = Runtime.create(cfg.device, cfg.precision)
+    runtime = Runtime.create(cfg.device, cfg.precision, deterministic=cfg.deterministic)
     distributed.setup(runtime.device.type)
     try:
         learned = {}

@@ -5,23 +5,31 @@ The budget counts the training loop's wall clock: steps, validations and checkpo
 the first step on, summed over resumes. Start-up before the first step (imports, indexing the
 data, building the model) is not counted; leave a margin for it under a Slurm time limit.
 
-The decision is made once, after the first epoch's validation, from that epoch's measured
-seconds per step and seconds of validation, and is stored in the checkpoint (the schedule's
-``Horizon``): a resumed, requeued or second-rank process never measures again, so a budget run
-stopped at any point after its first epoch and resumed ends bit-identical to an uninterrupted
-one. A run stopped inside its first epoch measures again when resumed.
+The pace is what later epochs will cost, not the first epoch's average: steady steps (the
+epoch's first quarter, which holds the start-up, compilation, the first batches and cuDNN's
+tuning, is left out, and so is a step far slower than the others, such as a recompilation for a
+smaller last batch), plus what each epoch adds: the loader's start, a validation and two
+checkpoint writes. The plan fills the time left less ``trainer.budget_margin`` of it, kept for
+steps that get slower later (a busy host, a CPU that clocks down).
 
-A plan can only be as good as that first epoch's pace: when the steps get slower later (a busy
-host, a CPU that clocks down), the loop ends the run at the step where its seconds plus one
-validation reach the budget, validated and reported as a run that reached its end, with a
-warning that names the planned step; such a run is not repeatable to the bit, since its length
-then depends on the clock.
+The decision is made once, after the first epoch's validation, and is stored in the checkpoint
+(the schedule's ``Horizon``): a resumed, requeued or second-rank process never measures again,
+so a budget run stopped at any point after its first epoch and resumed ends bit-identical to an
+uninterrupted one. A run stopped inside its first epoch measures again when resumed.
+
+Should the steps still get slower than the plan allows, the loop ends the run at the step where
+its seconds plus one validation reach the budget, validated and reported as a run that reached
+its end, with a warning that names the planned step; such a run is not repeatable to the bit,
+since its length then depends on the clock.
 """
 
 import logging
 import math
 import re
+import time
 from typing import NamedTuple
+
+import numpy as np
 
 from mri_recon import distributed
 from mri_recon.errors import UserError
@@ -70,32 +78,80 @@ def slurm_time(seconds: float) -> str:
 
 
 class Pace(NamedTuple):
-    """What the first epoch measured in this process: its training seconds (data loading
-    included) and optimizer steps, and its validation's seconds."""
+    """What the first epoch measured in this process, in seconds: a steady optimizer step (data
+    loading included), an epoch's start (until the loader's first batch), a validation and a
+    checkpoint write."""
 
-    train_seconds: float
-    steps: int
+    step_seconds: float
+    epoch_start_seconds: float
     validation_seconds: float
+    checkpoint_seconds: float
+
+    def epoch_overhead(self) -> float:
+        """What an epoch costs beside its steps: its start, its validation, last.pt and best.pt."""
+        return self.epoch_start_seconds + self.validation_seconds + 2 * self.checkpoint_seconds
+
+
+class EpochClock:
+    """When an epoch started, when its first batch came and when each of its steps ended."""
+
+    # The share of an epoch's steps left out of its steady pace (start-up, compilation, tuning),
+    # and how many times slower than the median a step is left out as a one-off.
+    WARMUP_SHARE = 0.25
+    OUTLIER_FACTOR = 4.0
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first_batch: float | None = None
+        self.step_ends: list[float] = []
+
+    def batch_arrived(self) -> None:
+        if self.first_batch is None:
+            self.first_batch = time.perf_counter()
+
+    def step_ended(self) -> None:
+        self.step_ends.append(time.perf_counter())
+
+    def start_seconds(self) -> float:
+        """From the epoch's start to its first batch (0 if none came)."""
+        return 0.0 if self.first_batch is None else self.first_batch - self.started
+
+    def steady_step_seconds(self) -> float:
+        """The mean time between step ends after the warm-up, one-offs left out."""
+        if not self.step_ends:
+            return 0.0
+        ends = np.array([self.first_batch or self.started, *self.step_ends])
+        intervals = np.diff(ends)
+        warmup = max(1, int(len(intervals) * self.WARMUP_SHARE))
+        steady = intervals[warmup:] if len(intervals) > warmup else intervals[-1:]
+        return float(steady[steady <= self.OUTLIER_FACTOR * np.median(steady)].mean())
+
+    def pace(self, validation_seconds: float, checkpoint_seconds: float) -> Pace:
+        return Pace(
+            self.steady_step_seconds(), self.start_seconds(), validation_seconds, checkpoint_seconds
+        )
 
 
 def planned_steps(
     budget: float,
     spent: float,
-    step_seconds: float,
-    validation_seconds: float,
+    pace: Pace,
     steps_per_epoch: int,
     steps_done: int,
+    margin: float,
 ) -> int:
     """How many optimizer steps the whole run takes so that it ends inside ``budget`` seconds.
 
-    ``spent`` seconds went into the ``steps_done`` steps and the validations so far; every
-    further epoch costs ``steps_per_epoch * step_seconds`` plus a validation, and a last partial
-    epoch gets the steps that still fit before its own validation.
+    ``spent`` seconds went into the ``steps_done`` steps and the epochs so far; of the time
+    left, ``margin`` (a fraction) is kept back. Every further epoch costs ``steps_per_epoch``
+    steps plus its overhead, and a last partial epoch gets the steps that still fit before its
+    own validation and checkpoints.
     """
-    remaining = budget - spent
-    epoch_seconds = steps_per_epoch * step_seconds + validation_seconds
-    full_epochs = max(0, math.floor(remaining / epoch_seconds))
-    left = remaining - full_epochs * epoch_seconds - validation_seconds
+    usable = (budget - spent) * (1 - margin)
+    step_seconds = max(pace.step_seconds, 1e-9)
+    epoch_seconds = steps_per_epoch * step_seconds + pace.epoch_overhead()
+    full_epochs = max(0, math.floor(usable / epoch_seconds))
+    left = usable - full_epochs * epoch_seconds - pace.epoch_overhead()
     extra = max(0, min(steps_per_epoch - 1, math.floor(left / step_seconds)))
     return steps_done + full_epochs * steps_per_epoch + extra
 
@@ -107,26 +163,29 @@ def decide(
     steps_per_epoch: int,
     steps_done: int,
     max_steps: int | None,
+    margin: float,
 ) -> int:
     """The run's total steps, as rank 0 measured them (every rank gets the same number); logged.
 
     ``max_steps`` is the cap from ``trainer.max_epochs`` (None: none).
     """
-    step_seconds = pace.train_seconds / max(1, pace.steps)
-    validation = pace.validation_seconds
-    total = planned_steps(budget, spent, step_seconds, validation, steps_per_epoch, steps_done)
+    total = planned_steps(budget, spent, pace, steps_per_epoch, steps_done, margin)
     reason = "the budget"
     if max_steps is not None and max_steps <= total:
         total, reason = max_steps, "trainer.max_epochs (before the budget)"
     total = distributed.gather(total)[0]
     log.info(
-        "budget %ds: %.3fs a step, %.1fs a validation, %.0fs spent in %d steps; the run ends "
-        "at step %d (%.1f epochs), set by %s",
+        "budget %ds: %.4fs a steady step, %.1fs an epoch's start, %.1fs a validation, %.2fs a "
+        "checkpoint; %.0fs spent in %d steps, %.0f%% of the rest kept back; the run ends at step "
+        "%d (%.1f epochs), set by %s",
         budget,
-        step_seconds,
-        validation,
+        pace.step_seconds,
+        pace.epoch_start_seconds,
+        pace.validation_seconds,
+        pace.checkpoint_seconds,
         spent,
         steps_done,
+        100 * margin,
         total,
         total / steps_per_epoch,
         reason,

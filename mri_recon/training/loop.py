@@ -18,12 +18,13 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from mri_recon import distributed
-from mri_recon.data.loaders import TrainingData
+from mri_recon.data.loaders import TrainingData, worker_count
 from mri_recon.errors import UserError
 from mri_recon.runtime import Runtime, seed_everything
 from mri_recon.training import budget
 from mri_recon.training.checkpointing import Checkpoints, resolve_resume
 from mri_recon.training.reporting import Reporter
+from mri_recon.training.run_lock import run_lock
 from mri_recon.training.settings import check_config
 from mri_recon.training.state import TrainState
 from mri_recon.training.step import train_step
@@ -49,20 +50,27 @@ def fit(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> T
     """Train as ``cfg`` says, writing into ``run_dir``.
 
     ``overrides`` are the command line's (``key=value``): when resuming, the saved config is
-    used and only the ``trainer.*`` and data location ones apply on top of it.
+    used and only the ``trainer.*`` and data location ones apply on top of it. Only one process
+    trains in ``run_dir`` at a time (``run_lock``).
     """
-    # The config: the saved run's when resuming; a value that cannot work stops us here.
-    cfg, checkpoint = resolve_resume(cfg, run_dir, overrides or [])
-    check_config(cfg)
-    # Seeds, then device and precision; under torchrun, the process group.
-    seed_everything(cfg.seed)
-    trainer = cfg.trainer
-    runtime = Runtime.create(trainer.device, trainer.precision, trainer.channels_last)
-    distributed.setup(runtime.device.type)
-    try:
-        return Training(cfg, run_dir, runtime, checkpoint).run()
-    finally:
-        distributed.cleanup()
+    with run_lock(run_dir):
+        # The config: the saved run's when resuming; a value that cannot work stops us here.
+        cfg, checkpoint = resolve_resume(cfg, run_dir, overrides or [])
+        check_config(cfg)
+        # The worker count decides which worker draws which batch's mask: saved as a number,
+        # so that a resumed run (on this machine or another) draws the same masks.
+        cfg.data.num_workers = worker_count(cfg.data.num_workers)
+        # Seeds, then device and precision; under torchrun, the process group.
+        seed_everything(cfg.seed)
+        trainer = cfg.trainer
+        runtime = Runtime.create(
+            trainer.device, trainer.precision, trainer.channels_last, trainer.deterministic
+        )
+        distributed.setup(runtime.device.type)
+        try:
+            return Training(cfg, run_dir, runtime, checkpoint).run()
+        finally:
+            distributed.cleanup()
 
 
 class Training:
@@ -86,8 +94,11 @@ class Training:
         self.panel_keys = panel_slices(self.data.val_set, self.trainer.num_val_images)
         self.stop = StopRequest(self.trainer.stop_check_every_n_steps, runtime.device)
         self.budget_seconds = budget.parse_max_time(self.trainer.max_time)  # None: no budget
-        # The training loop's wall clock starts here: (when, state.seconds by then).
+        # The training loop's wall clock starts here: (when, state.seconds by then); the
+        # current epoch's (a budget's pace) and the last checkpoint write's seconds.
         self.clock = (time.perf_counter(), self.state.seconds)
+        self.epoch_clock = budget.EpochClock()
+        self.checkpoint_seconds = 0.0
 
     def run(self) -> TrainingResult:
         """Epochs until the run's end (``max_epochs``, or the steps its budget fixed), or
@@ -157,11 +168,14 @@ class Training:
         clip = self.trainer.gradient_clip_val
         every = self.trainer.checkpoint_every_n_steps
         self.reporter.restart_window()
+        self.epoch_clock = budget.EpochClock()
         bar = tqdm(self.data.train_loader, desc=f"epoch {epoch + 1}", leave=False, unit="batch")
         for index, batch in enumerate(bar):
+            self.epoch_clock.batch_arrived()
             if index < state.batches_done:  # replaying a partly finished epoch after a resume
                 continue
             result = train_step(state, batch, self.runtime, clip)
+            self.epoch_clock.step_ended()
             state.batches_done = index + 1
             if not result.applied:
                 self.skip_bad_step(result.loss)
@@ -219,9 +233,11 @@ class Training:
         return seconds_before + time.perf_counter() - started
 
     def save(self, name: str) -> None:
-        """Write the state as checkpoints/<name>, with the loop's seconds so far."""
+        """Write the state as checkpoints/<name>, with the loop's seconds so far; timed."""
+        start = time.perf_counter()
         self.state.seconds = self.elapsed()
         self.checkpoints.save(self.state.state_dict(), name)
+        self.checkpoint_seconds = time.perf_counter() - start
 
     def skip_bad_step(self, loss: float) -> None:
         """Count a NaN/Inf step (its update was skipped); stop after too many in a row."""
@@ -241,9 +257,10 @@ class Training:
             )
 
     def end_epoch(self, epoch: int, train_loss: float, timing: tuple[float, int]) -> dict[str, Any]:
-        """Validate, count the epoch, fix a budget run's length (after its first epoch) or end
-        one that is behind its plan, report the epoch, then write best.pt (if SSIM improved)
-        and last.pt (reported first: a checkpoint never runs ahead of its epoch's events).
+        """Validate, count the epoch, write best.pt (if SSIM improved), fix a budget run's
+        length (after its first epoch, best.pt's write timed) or end one that is behind its
+        plan, report the epoch, then write last.pt (reported first: the checkpoint a run
+        resumes from never runs ahead of its epoch's events).
 
         ``timing``: the epoch's training seconds and optimizer steps in this process.
         """
@@ -256,28 +273,28 @@ class Training:
         best = result.metrics["SSIM"]["mean"] > state.best_ssim
         if best:
             state.best_ssim, state.best_epoch = result.metrics["SSIM"]["mean"], epoch + 1
+            self.save("best.pt")
         if state.budgeted and state.horizon.total_steps is None:
-            self.fix_budget(timing, validation_seconds)
+            self.fix_budget(validation_seconds)
         elif self.behind_budget():  # no time for another epoch's first step and validation
             self.end_budget_here()
         self.reporter.epoch(
             state, train_loss, result, timing[0] + validation_seconds, self.planned()
         )
-        if best:
-            self.save("best.pt")
         self.save("last.pt")
         return result.metrics
 
-    def fix_budget(self, timing: tuple[float, int], validation_seconds: float) -> None:
+    def fix_budget(self, validation_seconds: float) -> None:
         """Set the run's total steps from the pace measured in this epoch (``budget``)."""
         state, steps_per_epoch = self.state, len(self.data.train_loader)
         max_epochs = self.trainer.max_epochs
         state.horizon.total_steps = budget.decide(
             budget=self.budget_seconds,
             spent=self.elapsed(),
-            pace=budget.Pace(*timing, validation_seconds),
+            pace=self.epoch_clock.pace(validation_seconds, self.checkpoint_seconds),
             steps_per_epoch=steps_per_epoch,
             steps_done=state.global_step,
             max_steps=None if max_epochs is None else max_epochs * steps_per_epoch,
+            margin=self.trainer.budget_margin,
         )
         state.horizon.decay_start = state.global_step

@@ -4,7 +4,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mri_recon.config import check_value, is_number
 from mri_recon.data.dataset import TARGET_KEYS
-from mri_recon.data.loaders import check_transform_on
+from mri_recon.data.loaders import check_num_workers, check_transform_on
 from mri_recon.errors import UserError
 from mri_recon.models.unet import NORMS, group_count
 from mri_recon.runtime import check_channels_last, check_precision
@@ -14,8 +14,8 @@ NUMBER_RULES = [  # key, integer?, valid, what is expected
     ("optimizer.lr", False, lambda v: v > 0, "a positive number"),
     ("trainer.max_bad_steps", True, lambda v: v >= 1, "an integer >= 1"),
     ("trainer.stop_check_every_n_steps", True, lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.budget_margin", False, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
     ("data.batch_size", True, lambda v: v >= 1, "an integer >= 1"),
-    ("data.num_workers", True, lambda v: v >= 0, "an integer >= 0"),
     ("model.chans", True, lambda v: v >= 1, "an integer >= 1"),
     ("model.num_pool_layers", True, lambda v: v >= 0, "an integer >= 0"),
     ("model.groups", True, lambda v: v >= 1, "an integer >= 1"),
@@ -88,8 +88,13 @@ def check_config(cfg: DictConfig) -> None:
     check_length(cfg)
     check_milestones(cfg.scheduler)
     check_precision(cfg.trainer.precision)
+    if not isinstance(cfg.trainer.deterministic, bool):
+        raise UserError(
+            f"trainer.deterministic: expected true or false, got {cfg.trainer.deterministic!r}"
+        )
     check_channels_last(cfg.trainer.channels_last)
     check_transform_on(cfg.data.transform_on)
+    check_num_workers(cfg.data.num_workers)
     if cfg.data.challenge not in TARGET_KEYS:
         raise UserError(
             f"data.challenge: expected singlecoil or multicoil, got {cfg.data.challenge!r}"
