@@ -23,6 +23,8 @@ from mri_recon.errors import UserError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "32", "bf16")
+# torch.compile's modes (trainer.compile: true is "default").
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA) from which its kernels use bf16 instructions.
 BF16_ISA_LEVELS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10", "ALL")
 
@@ -91,6 +93,15 @@ def check_channels_last(setting: object) -> None:
     """Raise UserError unless ``setting`` is auto, true or false (not 0/1)."""
     if setting != "auto" and not isinstance(setting, bool):
         raise UserError(f"trainer.channels_last: expected auto, true or false, got {setting!r}")
+
+
+def check_compile(setting: object) -> None:
+    """Raise UserError unless ``setting`` is true, false or a ``torch.compile`` mode."""
+    if not isinstance(setting, bool) and setting not in COMPILE_MODES:
+        raise UserError(
+            f"trainer.compile: expected true, false or one of {', '.join(COMPILE_MODES)}, "
+            f"got {setting!r}"
+        )
 
 
 def choose_bf16(precision: str, device: torch.device) -> tuple[bool, str]:
@@ -228,18 +239,21 @@ class Runtime:
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
-    def training_module(self, model: nn.Module, compile: bool) -> nn.Module:
+    def training_module(self, model: nn.Module, compile: bool | str) -> nn.Module:
         """What the training step calls: ``model``, wrapped in DDP under torchrun and compiled
-        when asked (a model with ``compile_parts`` compiles its own parts in place). Its
-        parameters are ``model``'s, so checkpoints save ``model`` itself."""
+        when asked (``trainer.compile``: true, or a ``torch.compile`` mode such as
+        ``reduce-overhead``, CUDA graphs; a model with ``compile_parts`` compiles its own parts
+        in place). Its parameters are ``model``'s, so checkpoints save ``model`` itself."""
+        check_compile(compile)
+        mode = None if compile is True else compile
         if compile and hasattr(model, "compile_parts"):
-            model.compile_parts()
+            model.compile_parts(mode)
             compile = False
         wrapped = model
         if distributed.world_size() > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = DistributedDataParallel(model, device_ids=ids)
-        return torch.compile(wrapped) if compile else wrapped
+        return torch.compile(wrapped, mode=mode) if compile else wrapped
 
 
 def seed_everything(seed: int) -> None:

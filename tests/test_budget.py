@@ -83,11 +83,12 @@ def test_plan_fills_the_budget_with_epochs_then_a_partial_one() -> None:
     # 10 s spent in epoch 1 (10 steps); 1 s a step, 5 s a validation, 110 s budget: six full
     # epochs (15 s each) and 5 steps of a seventh, then its validation, end at exactly 110 s.
     pace = budget.Pace(1.0, 0.0, 5.0, 0.0)
-    total = budget.planned_steps(110, 10, pace, steps_per_epoch=10, steps_done=10, margin=0)
+    no_margin = budget.TimeBudget(110, margin=0)
+    total = budget.planned_steps(no_margin, 10, pace, steps_per_epoch=10, steps_done=10)
     assert total == 75
     assert 10 + (total - 10) * 1.0 + 7 * 5.0 == 110
     # Nothing left after the first epoch: the run ends there.
-    assert budget.planned_steps(12, 10, pace, steps_per_epoch=10, steps_done=10, margin=0) == 10
+    assert budget.planned_steps(budget.TimeBudget(12, 0), 10, pace, 10, 10) == 10
 
 
 def test_plan_counts_each_epochs_start_and_checkpoints_and_keeps_its_margin() -> None:
@@ -95,9 +96,9 @@ def test_plan_counts_each_epochs_start_and_checkpoints_and_keeps_its_margin() ->
     # checkpoints = 15 s. 100 s left, 10% kept: 90 s = six epochs, nothing of a seventh.
     pace = budget.Pace(1.0, 1.0, 3.0, 0.5)
     assert pace.epoch_overhead() == 5.0
-    assert budget.planned_steps(110, 10, pace, 10, 10, margin=0.1) == 70
+    assert budget.planned_steps(budget.TimeBudget(110, margin=0.1), 10, pace, 10, 10) == 70
     # Without the margin, 10 s more: 5 steps of a seventh epoch fit before its overhead.
-    assert budget.planned_steps(110, 10, pace, 10, 10, margin=0) == 75
+    assert budget.planned_steps(budget.TimeBudget(110, margin=0), 10, pace, 10, 10) == 75
 
 
 def clock_with(first_batch: float, step_ends: list[float]) -> budget.EpochClock:
@@ -231,7 +232,7 @@ def test_every_rank_takes_rank_0s_decision(monkeypatch: pytest.MonkeyPatch) -> N
     rank would stop while the others wait in a collective)."""
     monkeypatch.setattr(budget.distributed, "gather", lambda total: [40, total])
     pace = budget.Pace(0.1, 0.0, 0.5, 0.0)  # this rank: fast
-    assert budget.decide(100, 2, pace, 10, 10, max_steps=None, margin=0.05) == 40
+    assert budget.decide(budget.TimeBudget(100, 0.05), 2, pace, 10, 10, max_steps=None) == 40
 
 
 def test_budget_run_behind_its_plan_ends_inside_its_budget(

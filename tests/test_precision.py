@@ -9,6 +9,7 @@ import torch
 from mri_recon import runtime
 from mri_recon.checkpoints import load_checkpoint
 from mri_recon.errors import UserError
+from mri_recon.models.varnet import VarNet
 from mri_recon.runtime import Runtime
 from mri_recon.training.settings import check_config
 
@@ -72,3 +73,22 @@ def test_bf16_channels_last_compiled_training_runs_on_cpu(tiny_root: Path, tmp_p
     assert state["progress"]["global_step"] == 5
     assert all(t.dtype == torch.float32 for t in state["model"].values())  # fp32 master weights
     assert not any(name.startswith("_orig_mod") for name in state["model"])  # the plain model
+
+
+@pytest.mark.parametrize("setting, mode", [(True, None), ("reduce-overhead", "reduce-overhead")])
+def test_compile_takes_torch_compiles_modes(
+    monkeypatch: pytest.MonkeyPatch, setting: bool | str, mode: str | None
+) -> None:
+    """trainer.compile: true compiles in torch's default mode; a mode name (reduce-overhead:
+    CUDA graphs, for small models on a GPU) is handed to torch.compile, for the VarNet's parts
+    too."""
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, mode=None: modes.append(mode))
+    runtime = Runtime.create("cpu", "32")
+    runtime.training_module(torch.nn.Conv2d(1, 1, 3), setting)
+    runtime.training_module(VarNet(num_cascades=1, chans=4, sens_chans=0), setting)
+    assert modes == [mode] * 2  # the U-Net, then the VarNet's one cascade U-Net
+    cfg = compose_config("train", ["trainer.compile=fastest"])
+    with pytest.raises(UserError, match="trainer.compile: expected true, false or one of default"):
+        check_config(cfg)

@@ -164,12 +164,13 @@ class VarNet(nn.Module):
             Cascade(chans, num_pool_layers, norm, groups) for _ in range(num_cascades)
         )
 
-    def compile_parts(self) -> None:
-        """``trainer.compile``: compile every U-Net in place (the FFTs and complex views around
-        them are not compiled: inductor does not lower complex operators)."""
+    def compile_parts(self, mode: str | None = None) -> None:
+        """``trainer.compile``: compile every U-Net in place, in ``torch.compile``'s ``mode``
+        (the FFTs and complex views around them are not compiled: inductor does not lower
+        complex operators)."""
         for module in self.modules():
             if isinstance(module, Unet):
-                module.compile()
+                module.compile(mode=mode)
 
     def forward(
         self,

@@ -77,6 +77,14 @@ def slurm_time(seconds: float) -> str:
     return f"{days}-{text}" if days else text
 
 
+class TimeBudget(NamedTuple):
+    """``trainer.max_time`` in seconds and ``trainer.budget_margin``: the fraction of the time
+    left after the first epoch that the plan keeps back."""
+
+    seconds: float
+    margin: float
+
+
 class Pace(NamedTuple):
     """What the first epoch measured in this process, in seconds: a steady optimizer step (data
     loading included), an epoch's start (until the loader's first batch), a validation and a
@@ -133,21 +141,16 @@ class EpochClock:
 
 
 def planned_steps(
-    budget: float,
-    spent: float,
-    pace: Pace,
-    steps_per_epoch: int,
-    steps_done: int,
-    margin: float,
+    budget: TimeBudget, spent: float, pace: Pace, steps_per_epoch: int, steps_done: int
 ) -> int:
-    """How many optimizer steps the whole run takes so that it ends inside ``budget`` seconds.
+    """How many optimizer steps the whole run takes so that it ends inside the budget.
 
     ``spent`` seconds went into the ``steps_done`` steps and the epochs so far; of the time
-    left, ``margin`` (a fraction) is kept back. Every further epoch costs ``steps_per_epoch``
+    left, the budget's margin is kept back. Every further epoch costs ``steps_per_epoch``
     steps plus its overhead, and a last partial epoch gets the steps that still fit before its
     own validation and checkpoints.
     """
-    usable = (budget - spent) * (1 - margin)
+    usable = (budget.seconds - spent) * (1 - budget.margin)
     step_seconds = max(pace.step_seconds, 1e-9)
     epoch_seconds = steps_per_epoch * step_seconds + pace.epoch_overhead()
     full_epochs = max(0, math.floor(usable / epoch_seconds))
@@ -157,19 +160,18 @@ def planned_steps(
 
 
 def decide(
-    budget: float,
+    budget: TimeBudget,
     spent: float,
     pace: Pace,
     steps_per_epoch: int,
     steps_done: int,
     max_steps: int | None,
-    margin: float,
 ) -> int:
     """The run's total steps, as rank 0 measured them (every rank gets the same number); logged.
 
     ``max_steps`` is the cap from ``trainer.max_epochs`` (None: none).
     """
-    total = planned_steps(budget, spent, pace, steps_per_epoch, steps_done, margin)
+    total = planned_steps(budget, spent, pace, steps_per_epoch, steps_done)
     reason = "the budget"
     if max_steps is not None and max_steps <= total:
         total, reason = max_steps, "trainer.max_epochs (before the budget)"
@@ -178,14 +180,14 @@ def decide(
         "budget %ds: %.4fs a steady step, %.1fs an epoch's start, %.1fs a validation, %.2fs a "
         "checkpoint; %.0fs spent in %d steps, %.0f%% of the rest kept back; the run ends at step "
         "%d (%.1f epochs), set by %s",
-        budget,
+        budget.seconds,
         pace.step_seconds,
         pace.epoch_start_seconds,
         pace.validation_seconds,
         pace.checkpoint_seconds,
         spent,
         steps_done,
-        100 * margin,
+        100 * budget.margin,
         total,
         total / steps_per_epoch,
         reason,

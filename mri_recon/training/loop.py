@@ -289,12 +289,11 @@ class Training:
         state, steps_per_epoch = self.state, len(self.data.train_loader)
         max_epochs = self.trainer.max_epochs
         state.horizon.total_steps = budget.decide(
-            budget=self.budget_seconds,
+            budget=budget.TimeBudget(self.budget_seconds, self.trainer.budget_margin),
             spent=self.elapsed(),
             pace=self.epoch_clock.pace(validation_seconds, self.checkpoint_seconds),
             steps_per_epoch=steps_per_epoch,
             steps_done=state.global_step,
             max_steps=None if max_epochs is None else max_epochs * steps_per_epoch,
-            margin=self.trainer.budget_margin,
         )
         state.horizon.decay_start = state.global_step

@@ -7,7 +7,7 @@ from mri_recon.data.dataset import TARGET_KEYS
 from mri_recon.data.loaders import check_num_workers, check_transform_on
 from mri_recon.errors import UserError
 from mri_recon.models.unet import NORMS, group_count
-from mri_recon.runtime import check_channels_last, check_precision
+from mri_recon.runtime import check_channels_last, check_compile, check_precision
 from mri_recon.training.budget import parse_max_time
 
 NUMBER_RULES = [  # key, integer?, valid, what is expected
@@ -93,6 +93,7 @@ def check_config(cfg: DictConfig) -> None:
             f"trainer.deterministic: expected true or false, got {cfg.trainer.deterministic!r}"
         )
     check_channels_last(cfg.trainer.channels_last)
+    check_compile(cfg.trainer.compile)
     check_transform_on(cfg.data.transform_on)
     check_num_workers(cfg.data.num_workers)
     if cfg.data.challenge not in TARGET_KEYS:
