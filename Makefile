@@ -8,15 +8,41 @@ DEMO := data/demo
 RUNS := runs
 ABLATIONS := $(RUNS)/ablations/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: install data train eval tensorboard test test-all bench ablations lint clean
+.PHONY: install wheels gpu-check data train eval tensorboard test test-all bench ablations lint clean
 
 install: $(STAMP)
 
+# Offline, on a GPU server with its own PyTorch and no internet: `make wheels` (on a machine with
+# network) gathers every other dependency as wheels; `make install WHEELS=DIR` (or any target,
+# e.g. `make gpu-check WHEELS=DIR`) then makes .venv on top of the PyTorch already installed
+# (--system-site-packages) and installs from DIR alone.
+WHEELS ?=
+ifeq ($(strip $(WHEELS)),)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
+else
+$(STAMP): pyproject.toml constraints.txt
+	@ls $(WHEELS)/*.whl >/dev/null 2>&1 || { echo "WHEELS=$(WHEELS): no wheels there (make them with 'make wheels' on a machine with network)" >&2; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv --system-site-packages $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || { echo "WHEELS=$(WHEELS): $(PYTHON) has no PyTorch to build on (install the one for this machine's GPU first)" >&2; exit 2; }
+	$(BIN)/pip install --quiet --no-index --no-deps $(WHEELS)/*.whl
+	$(BIN)/pip install --quiet --no-index --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+endif
+
+# Every dependency but PyTorch as wheels, in WHEELS_OUT, for WHEELS_PYTHON (default: this one).
+WHEELS_OUT ?= wheels
+WHEELS_PYTHON ?=
+wheels: $(STAMP)
+	$(BIN)/python scripts/gather_wheels.py --out $(WHEELS_OUT) $(if $(WHEELS_PYTHON),--python $(WHEELS_PYTHON))
+
+# On a CUDA machine: the suite with CUDA visible, make train's run and its evaluation on the GPU,
+# the GPU benchmarks; writes docs/gpu.md (about 5 minutes on an H200).
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py
 
 $(DEMO)/singlecoil_train: | $(STAMP)
 	$(BIN)/mri-recon-data out=$(DEMO)

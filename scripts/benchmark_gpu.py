@@ -230,8 +230,8 @@ def run(root: Path, size_name: str, device: str, repeats: int) -> str:
             "",
             *table(unet, batch_size),
             "",
-            f"Our default U-Net's step (precision auto) runs at {tflops:.1f} TFLOP/s, "
-            f"{100 * tflops * 1000 / matmul:.0f}% of this GPU's {matmul / 1000:.0f} TFLOP/s "
+            f"Our default U-Net's step (precision auto) runs at {tflops:.2f} TFLOP/s, "
+            f"{100 * tflops * 1000 / matmul:.1f}% of this GPU's {matmul / 1000:.1f} TFLOP/s "
             f"bf16 matrix product ({4 * MM_SIZE}x{4 * MM_SIZE}).",
             "",
             f"### VarNet steps, one slice of {coils} coils, {kheight}x{kwidth} k-space",

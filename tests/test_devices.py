@@ -3,11 +3,15 @@ replaced, and the determinism settings of ``trainer.deterministic``."""
 
 import logging
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from mri_recon import runtime
+from mri_recon.config import PROJECT_DIR
 from mri_recon.errors import UserError
 from mri_recon.runtime import Runtime, select_device
 from mri_recon.training.settings import check_config
@@ -140,3 +144,27 @@ def test_training_is_deterministic_unless_asked_otherwise() -> None:
     cfg = compose_config("train", ["trainer.deterministic=maybe"])
     with pytest.raises(UserError, match="trainer.deterministic: expected true or false"):
         check_config(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_check_without_a_gpu_is_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "scripts" / "gpu_check.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: gpu-check: torch") and result.stderr.count("\n") == 1
+
+
+def test_an_offline_install_without_wheels_is_one_line(tmp_path: Path) -> None:
+    """make install WHEELS=DIR with no wheels in DIR stops before making anything."""
+    result = subprocess.run(
+        ["make", "-C", str(PROJECT_DIR), "install", f"WHEELS={tmp_path}", f"VENV={tmp_path}/venv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and not (tmp_path / "venv").exists()
+    assert f"WHEELS={tmp_path}: no wheels there (make them with 'make wheels'" in result.stderr

@@ -1,0 +1,232 @@
+"""`make gpu-check`: what a GPU machine shows, in one command, written to docs/gpu.md.
+
+    make gpu-check                  # or: .venv/bin/python scripts/gpu_check.py
+    make gpu-check WHEELS=DIR       # offline, from `make wheels`, with the PyTorch already there
+    .venv/bin/python scripts/gpu_check.py --dry-run    # every stage, small, on the CPU
+
+Each stage runs under its own time limit and is reported (passed, failed, timed out) whatever
+the others did; the exit status is 1 if any failed:
+
+1. the test suite with CUDA visible (tests that need a GPU run; the others as on a CPU),
+2. make train's run on the GPU (32 epochs of the single-coil demo, validations included), the
+   GPU's busy % sampled by nvidia-smi while it trains,
+3. its evaluation: zero-filled, TV and the U-Net on the val split,
+4. the GPU rows of the benchmarks (scripts/benchmark_gpu.py).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from mri_recon.checkpoints import load_checkpoint
+from mri_recon.config import PROJECT_DIR
+
+BIN = Path(sys.executable).parent
+SCRIPTS = PROJECT_DIR / "scripts"
+# Seconds each stage may take (an H200 needs about a third of them).
+LIMITS = {"data": 180, "suite": 420, "train": 300, "eval": 240, "bench": 420}
+
+
+class Stage(NamedTuple):
+    """How one stage ended: passed, failed or timed out, its seconds and its output's tail."""
+
+    name: str
+    status: str
+    seconds: float
+    output: str
+
+
+def run_stage(name: str, command: list[str], limit: float) -> Stage:
+    """Run ``command`` from the project folder, at most ``limit`` seconds."""
+    print(f"[gpu-check] {name}: {' '.join(command)}", flush=True)
+    start = time.perf_counter()
+    environment = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+    try:
+        done = subprocess.run(
+            command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=limit, env=environment
+        )
+        status = "passed" if done.returncode == 0 else "failed"
+        output = done.stdout if status == "passed" else done.stdout + done.stderr
+    except subprocess.TimeoutExpired as error:
+        status = "timed out"
+        output = (error.stdout or b"").decode(errors="replace") if error.stdout else ""
+    seconds = time.perf_counter() - start
+    print(f"[gpu-check] {name}: {status} in {seconds:.0f}s", flush=True)
+    return Stage(name, status, seconds, output[-4000:])
+
+
+class BusySampler:
+    """nvidia-smi's GPU utilization (%), sampled every 200 ms while the block runs."""
+
+    def __enter__(self) -> "BusySampler":
+        self.process = None
+        if shutil.which("nvidia-smi"):
+            query = ["--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "200"]
+            self.process = subprocess.Popen(
+                ["nvidia-smi", "--id=0", *query], stdout=subprocess.PIPE, text=True
+            )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.samples: list[float] = []
+        if self.process is not None:
+            self.process.terminate()
+            output, _ = self.process.communicate()
+            self.samples = [float(line) for line in output.split() if line.strip().isdigit()]
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "not measured (no nvidia-smi)"
+        busy = self.samples
+        return (
+            f"mean {statistics.mean(busy):.0f}%, median {statistics.median(busy):.0f}%, "
+            f"max {max(busy):.0f}% ({len(busy)} samples, 200 ms apart)"
+        )
+
+
+def machine() -> str:
+    """The GPU, driver, torch and CUDA versions, the CPU cores."""
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    driver = ""
+    if shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", "--id=0"]
+        driver = subprocess.run(query, capture_output=True, text=True).stdout.strip()
+    return (
+        f"{gpu} (driver {driver or 'unknown'}), torch {torch.__version__} (CUDA "
+        f"{torch.version.cuda}), Python {platform.python_version()}, {os.cpu_count()} CPU cores"
+    )
+
+
+def training_summary(run_dir: Path, busy: BusySampler) -> list[str]:
+    """The training run's seconds, steps and validation metrics, and how busy the GPU was."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return ["No checkpoint was written."]
+    state = load_checkpoint(last)
+    metrics = json.loads((run_dir / "metrics.json").read_text())["val"]
+    progress = state["progress"]
+    return [
+        f"- training: {state['seconds']:.1f} s (validations and checkpoints included), "
+        f"{progress['epoch']} epochs, {progress['global_step']} steps",
+        f"- GPU busy while it trained: {busy.summary()}",
+        f"- last validation: NMSE {metrics['NMSE']['mean']:.4f}, PSNR "
+        f"{metrics['PSNR']['mean']:.2f}, SSIM {metrics['SSIM']['mean']:.4f}",
+    ]
+
+
+def evaluation_table(run_dir: Path) -> list[str]:
+    """metrics.json of the evaluation as a table."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return ["No evaluation metrics were written."]
+    results = json.loads(path.read_text())["results"]
+    lines = [
+        "| acceleration | method | NMSE | PSNR | SSIM | s/slice |",
+        "|---|---|---|---|---|---|",
+    ]
+    for acceleration, methods in results.items():
+        for method, value in methods.items():
+            lines.append(
+                f"| {acceleration}x | {method} | {value['NMSE']['mean']:.4f} | "
+                f"{value['PSNR']['mean']:.2f} | {value['SSIM']['mean']:.4f} | "
+                f"{value['seconds_per_slice']:.3f} |"
+            )
+    return lines
+
+
+def report(stages: list[Stage], train: list[str], evaluation: list[str], command: str) -> str:
+    """docs/gpu.md."""
+    lines = [
+        "# GPU check",
+        "",
+        f"`{command}` on {time.strftime('%Y-%m-%d')}: {machine()}.",
+        "",
+        "| stage | result | seconds |",
+        "|---|---|---|",
+        *[f"| {s.name} | {s.status} | {s.seconds:.0f} |" for s in stages],
+        "",
+    ]
+    suite = next((s for s in stages if s.name == "suite"), None)
+    if suite is not None:
+        closing = [
+            line for line in suite.output.splitlines() if " passed" in line or " failed" in line
+        ]
+        lines += ["## Test suite with CUDA visible", "", f"`{(closing or ['no summary'])[-1]}`", ""]
+    lines += ["## make train's run on this machine", "", *train, "", "## Its evaluation", ""]
+    lines += [*evaluation, ""]
+    bench = next((s for s in stages if s.name == "bench"), None)
+    if bench is not None:
+        body = bench.output if bench.status == "passed" else f"```\n{bench.output}\n```"
+        lines += ["## Benchmarks (scripts/benchmark_gpu.py)", "", body.strip(), ""]
+    failed = [s for s in stages if s.status != "passed"]
+    for stage in failed:
+        lines += [f"## {stage.name}: {stage.status}", "", "```", stage.output.strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def commands(work: Path, dry_run: bool) -> dict[str, list[str]]:
+    """Each stage's command (``dry_run``: small, on the CPU, for a machine without a GPU)."""
+    python = str(BIN / "python")
+    suite = [str(BIN / "pytest"), "-q", "-n", "auto", "-m", "not slow", "-p", "no:cacheprovider"]
+    train = [
+        str(BIN / "mri-recon-train"),
+        f"hydra.run.dir={work / 'train'}",
+        "trainer.max_time=null",
+    ]
+    evaluate = [str(BIN / "mri-recon-eval"), f"hydra.run.dir={work / 'eval'}"]
+    evaluate.append(f"checkpoint={work / 'train' / 'checkpoints' / 'best.pt'}")
+    bench = [python, str(SCRIPTS / "benchmark_gpu.py")]
+    if dry_run:
+        suite += ["tests/test_devices.py"]
+        train += ["trainer.max_epochs=1", "trainer.device=cpu"]
+        evaluate += ["device=cpu"]
+        bench += ["--size", "demo", "--device", "cpu", "--repeats", "2"]
+    data = [str(BIN / "mri-recon-data"), f"out={PROJECT_DIR / 'data' / 'demo'}"]
+    return {"data": data, "suite": suite, "train": train, "eval": evaluate, "bench": bench}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None, help="default: docs/gpu.md")
+    parser.add_argument("--work", type=Path, default=PROJECT_DIR / "runs" / "gpu_check")
+    parser.add_argument("--dry-run", action="store_true", help="small, on the CPU")
+    args = parser.parse_args()
+    if not torch.cuda.is_available() and not args.dry_run:
+        print(
+            f"error: gpu-check: torch {torch.__version__} sees no CUDA GPU (a CPU build, or no "
+            "GPU here): run it on a GPU machine, or --dry-run to check the stages on the CPU",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    work = args.work.resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    steps = commands(work, args.dry_run)
+    stages = []
+    if not (PROJECT_DIR / "data" / "demo" / "singlecoil_train").is_dir():
+        stages.append(run_stage("data", steps["data"], LIMITS["data"]))
+    stages.append(run_stage("suite", steps["suite"], LIMITS["suite"]))
+    with BusySampler() as busy:
+        stages.append(run_stage("train", steps["train"], LIMITS["train"]))
+    train = training_summary(work / "train", busy)
+    stages.append(run_stage("eval", steps["eval"], LIMITS["eval"]))
+    stages.append(run_stage("bench", steps["bench"], LIMITS["bench"]))
+    command = "scripts/gpu_check.py --dry-run" if args.dry_run else "make gpu-check"
+    text = report(stages, train, evaluation_table(work / "eval"), command)
+    out = args.out or (work / "gpu.md" if args.dry_run else PROJECT_DIR / "docs" / "gpu.md")
+    out.write_text(text + "\n")
+    print(f"[gpu-check] wrote {out}")
+    sys.exit(0 if all(stage.status == "passed" for stage in stages) else 1)
+
+
+if __name__ == "__main__":
+    main()

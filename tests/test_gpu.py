@@ -1,0 +1,37 @@
+"""On a CUDA machine (`make gpu-check` runs the suite there): the default device trains on the
+GPU, and deterministic training repeats to the bit. Skipped without a GPU; the CUDA branch of
+device selection is tested on every machine in test_devices.py."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mri_recon.checkpoints import load_checkpoint
+
+from .conftest import train_in_process
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+@pytest.mark.parametrize("model", ["unet", "varnet"])
+def test_training_on_the_default_device_repeats_to_the_bit(
+    tiny_root: Path, tmp_path: Path, model: str
+) -> None:
+    args = ["debug=tiny", f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}"]
+    args += [f"model={model}", "trainer.max_epochs=2"]
+    if model == "varnet":
+        args += ["data.challenge=multicoil", "model.num_cascades=2"]
+    first = train_in_process(tmp_path / "first", *args)
+    second = train_in_process(tmp_path / "second", *args)
+    assert first.metrics == second.metrics
+    a, b = (
+        load_checkpoint(tmp_path / run / "checkpoints" / "last.pt") for run in ("first", "second")
+    )
+    assert a["config"]["trainer"]["device"] == "auto"
+    for name, tensor in a["model"].items():
+        assert tensor.device.type == "cpu"  # saved from the GPU, loaded to the CPU
+        assert torch.equal(tensor, b["model"][name]), name
