@@ -5,11 +5,11 @@ The budget counts the training loop's wall clock: steps, validations and checkpo
 the first step on, summed over resumes. Start-up before the first step (imports, indexing the
 data, building the model) is not counted; leave a margin for it under a Slurm time limit.
 
-The pace is what later epochs will cost, not the first epoch's average: steady steps (the
-epoch's first quarter, which holds the start-up, compilation, the first batches and cuDNN's
-tuning, is left out, and so is a step far slower than the others, such as a recompilation for a
-smaller last batch), plus what each epoch adds: the loader's start, a validation and two
-checkpoint writes. The plan fills the time left less ``trainer.budget_margin`` of it, kept for
+The pace is what later epochs will cost, not the first epoch's average: its steps without the
+one-offs (the first step, which holds compilation and cuDNN's tuning, and any step more than
+four times slower than the median, such as a recompilation for a smaller last batch; the
+slower steps while the loader refills at each epoch's start stay in, since every epoch has
+them), plus what each epoch adds: the loader's start, a validation and two checkpoint writes. The plan fills the time left less ``trainer.budget_margin`` of it, kept for
 steps that get slower later (a busy host, a CPU that clocks down).
 
 The decision is made once, after the first epoch's validation, and is stored in the checkpoint
@@ -103,9 +103,7 @@ class Pace(NamedTuple):
 class EpochClock:
     """When an epoch started, when its first batch came and when each of its steps ended."""
 
-    # The share of an epoch's steps left out of its steady pace (start-up, compilation, tuning),
-    # and how many times slower than the median a step is left out as a one-off.
-    WARMUP_SHARE = 0.25
+    # How many times slower than the median a step is left out as a one-off.
     OUTLIER_FACTOR = 4.0
 
     def __init__(self) -> None:
@@ -125,13 +123,11 @@ class EpochClock:
         return 0.0 if self.first_batch is None else self.first_batch - self.started
 
     def steady_step_seconds(self) -> float:
-        """The mean time between step ends after the warm-up, one-offs left out."""
+        """The mean time between step ends after the first step, one-offs left out."""
         if not self.step_ends:
             return 0.0
-        ends = np.array([self.first_batch or self.started, *self.step_ends])
-        intervals = np.diff(ends)
-        warmup = max(1, int(len(intervals) * self.WARMUP_SHARE))
-        steady = intervals[warmup:] if len(intervals) > warmup else intervals[-1:]
+        intervals = np.diff([self.first_batch or self.started, *self.step_ends])
+        steady = intervals[1:] if len(intervals) > 1 else intervals
         return float(steady[steady <= self.OUTLIER_FACTOR * np.median(steady)].mean())
 
     def pace(self, validation_seconds: float, checkpoint_seconds: float) -> Pace:

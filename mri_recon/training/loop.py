@@ -94,11 +94,10 @@ class Training:
         self.panel_keys = panel_slices(self.data.val_set, self.trainer.num_val_images)
         self.stop = StopRequest(self.trainer.stop_check_every_n_steps, runtime.device)
         self.budget_seconds = budget.parse_max_time(self.trainer.max_time)  # None: no budget
-        # The training loop's wall clock starts here: (when, state.seconds by then); the
-        # current epoch's (a budget's pace) and the last checkpoint write's seconds.
+        # The training loop's wall clock starts here: (when, state.seconds by then), and the
+        # current epoch's (a budget's pace).
         self.clock = (time.perf_counter(), self.state.seconds)
         self.epoch_clock = budget.EpochClock()
-        self.checkpoint_seconds = 0.0
 
     def run(self) -> TrainingResult:
         """Epochs until the run's end (``max_epochs``, or the steps its budget fixed), or
@@ -198,8 +197,8 @@ class Training:
 
     def behind_budget(self, step: int | None = None) -> bool:
         """Whether a budget run with a fixed plan has no time left for more steps: its loop's
-        seconds plus one validation reach the budget (its steps got slower than the first
-        epoch measured).
+        seconds plus one validation and two checkpoint writes reach the budget (its steps got
+        slower than the first epoch measured).
 
         ``step``: under torchrun the ranks only compare every ``stop_check_every_n_steps``
         steps (False in between); None: compare now (at an epoch's end).
@@ -210,7 +209,8 @@ class Training:
             return False
         if not self.stop.ranks_compare(step):
             return False
-        late = self.elapsed() + state.validation_seconds >= self.budget_seconds
+        ending = state.validation_seconds + 2 * state.checkpoint_seconds
+        late = self.elapsed() + ending >= self.budget_seconds
         return distributed.any_rank(late, self.runtime.device)
 
     def end_budget_here(self) -> None:
@@ -237,7 +237,7 @@ class Training:
         start = time.perf_counter()
         self.state.seconds = self.elapsed()
         self.checkpoints.save(self.state.state_dict(), name)
-        self.checkpoint_seconds = time.perf_counter() - start
+        self.state.checkpoint_seconds = time.perf_counter() - start
 
     def skip_bad_step(self, loss: float) -> None:
         """Count a NaN/Inf step (its update was skipped); stop after too many in a row."""
@@ -291,7 +291,7 @@ class Training:
         state.horizon.total_steps = budget.decide(
             budget=budget.TimeBudget(self.budget_seconds, self.trainer.budget_margin),
             spent=self.elapsed(),
-            pace=self.epoch_clock.pace(validation_seconds, self.checkpoint_seconds),
+            pace=self.epoch_clock.pace(validation_seconds, state.checkpoint_seconds),
             steps_per_epoch=steps_per_epoch,
             steps_done=state.global_step,
             max_steps=None if max_epochs is None else max_epochs * steps_per_epoch,

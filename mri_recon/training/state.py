@@ -26,8 +26,8 @@ class TrainState:
     ``epoch`` counts finished epochs, ``batches_done`` the batches of the current epoch already
     consumed (a mid-epoch checkpoint replays the epoch's loader and skips those), ``global_step``
     the optimizer steps taken, ``bad_steps`` the current run of NaN/Inf steps, ``seconds`` the
-    training loop's wall clock so far (all invocations), ``validation_seconds`` the last
-    validation's. ``horizon`` is where the schedule ends
+    training loop's wall clock so far (all invocations), ``validation_seconds`` and
+    ``checkpoint_seconds`` the last validation's and checkpoint write's. ``horizon`` is where the schedule ends
     (for a budget run, None until its first epoch fixed it).
     """
 
@@ -46,6 +46,7 @@ class TrainState:
     best_epoch: int | None = None
     seconds: float = 0.0
     validation_seconds: float = 0.0  # the last validation's (a budget run keeps that much back)
+    checkpoint_seconds: float = 0.0  # the last checkpoint write's (likewise, twice)
     horizon: Horizon = field(default_factory=lambda: Horizon(None))
     # What the training step calls: the model, or its DDP/compiled wrapper (not saved).
     module: nn.Module | None = field(default=None, repr=False)
@@ -98,6 +99,7 @@ class TrainState:
             # Kept apart: progress is equal in equal runs, the wall clock is not.
             "seconds": self.seconds,
             "validation_seconds": self.validation_seconds,
+            "checkpoint_seconds": self.checkpoint_seconds,
             "rng": rng_states(),
             "config": self.config,
         }
@@ -116,6 +118,7 @@ class TrainState:
         self.best_epoch = progress.get("best_epoch")
         self.seconds = checkpoint.get("seconds", 0.0)
         self.validation_seconds = checkpoint.get("validation_seconds", 0.0)
+        self.checkpoint_seconds = checkpoint.get("checkpoint_seconds", 0.0)
         if self.budgeted and progress.get("budget_steps") is not None:
             self.horizon.total_steps = progress["budget_steps"]
             self.horizon.decay_start = progress["decay_start"]
