@@ -7,9 +7,11 @@ sweep tunes those of ``data.challenge`` and keeps the others.
     mri-recon-tune-tv data=fastmri_knee_singlecoil data.root=/data/knee max_volumes=20
     mri-recon-eval checkpoint=... baseline=tv_tuned     # use the tuned values
 
-For each acceleration, every lam in ``lambdas`` reconstructs the same volumes with the same fixed
-masks; the lam with the best mean ``metric`` wins. The run directory gets sweep.csv with every
-score, and ``output`` (by default configs/baseline/tv_tuned.yaml) the tuned config.
+For each acceleration, every lam in ``lambdas`` reconstructs the same volumes (the whole split
+unless ``max_volumes``) with the same fixed masks; the lam with the best mean ``metric`` among
+those that make no volume worse than zero-filled on NMSE wins. The run directory gets sweep.csv
+and sweep.md with every score, and ``output`` (by default configs/baseline/tv_tuned.yaml) the
+tuned config.
 """
 
 import sys

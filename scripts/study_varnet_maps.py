@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from mri_recon.baselines.tv import estimate_sensitivities
+from mri_recon.baselines import coil_maps
 from mri_recon.config import CONFIG_DIR, PROJECT_DIR
 from mri_recon.evaluation.run import evaluate
 from mri_recon.fourier import centering_ramps, ifft2c
@@ -85,9 +85,18 @@ def use_full_maps(count: int | None) -> None:
     varnet.SensitivityNet.forward = maps
 
 
+def walsh_first_coil_maps(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Walsh's maps from the measured center lines with the first coil's phase as reference
+    (what the TV baseline used when this study ran)."""
+    count = int(coil_maps.center_columns(mask).min())
+    maps = coil_maps.walsh_maps(coil_maps.center_images(kspace, count))
+    reference = maps[:, :1]
+    return maps * (reference.conj() / (reference.abs() + 1e-12))
+
+
 def use_walsh_maps() -> None:
-    """The TV baseline's maps (Walsh's adaptive combine from the measured center lines)."""
-    varnet.SensitivityNet.forward = lambda self, kspace, mask, num_low: estimate_sensitivities(
+    """Walsh's adaptive combine from the measured center lines (the TV baseline's maps then)."""
+    varnet.SensitivityNet.forward = lambda self, kspace, mask, num_low: walsh_first_coil_maps(
         kspace, mask
     )
 
@@ -155,7 +164,7 @@ def walsh_aligned_maps(kspace: torch.Tensor, count: int) -> torch.Tensor:
     """(S, C, H, W) Walsh maps from the central ``count`` columns, each pixel's phase turned to
     that of the center-line maps (Walsh's own reference, the first coil, is far worse)."""
     window = center_columns(kspace.shape[-1], count).expand(len(kspace), -1)
-    maps = estimate_sensitivities(kspace, window)
+    maps = walsh_first_coil_maps(kspace, window)
     reference = center_line_maps(kspace, count)
     return maps * torch.exp(1j * torch.angle((maps.conj() * reference).sum(dim=1, keepdim=True)))
 

@@ -119,6 +119,13 @@ def test_baselines_without_checkpoint_and_multicoil(tiny_root: Path, tmp_path: P
     # Maps from 3 calibration lines are poor: only ask that SENSE-TV stays bounded at 4x.
     # (TV beating zero-filled is tested on the single-coil run and on phantoms in test_tv.py.)
     assert 0 < metrics["results"]["4"]["tv"]["NMSE"]["mean"] < 1
+    # Too narrow a center for ESPIRiT's kernel: the center lines' maps, named in the report.
+    assert metrics["tv"]["4"]["coil_maps"] == "center_lines"
+    assert isinstance(metrics["tv"]["4"]["replaced_slices"], list)
+    assert (
+        "TV coil maps: center_lines; slices its guard replaced"
+        in (tmp_path / "report.md").read_text()
+    )
 
 
 def test_unet_without_checkpoint_is_one_clear_line(tmp_path: Path) -> None:

@@ -16,23 +16,37 @@ w = S x (coil images) and z = grad x, which converges for this non-smooth proble
     u, v <- u + S x - w, v + grad x - z
 
 Every step is exact and costs FFTs and element-wise work only, batched over slices, the same on
-CPU and GPU. The penalty rho is a fixed multiple of lam: with the data scaled to unit image
-maximum, that multiple converges in about the same number of iterations for every lam.
+CPU and GPU. The penalty is rho = ``rho_per_lam`` * lam: on the data scaled as below, that rule
+converged fastest for lam from 1e-3 to 1e-1 (docs/results.md). Optionally (``balance``) each
+slice's rho is balanced every CHECK_EVERY iterations (Boyd et al. 2011, 3.4.1: doubled while the
+primal residual is ``balance`` times the dual one, halved in the opposite case, the scaled duals
+rescaled); it measured slower here and is off by default. A slice stops when both relative
+residuals are below ``tolerance``.
+
+Coil maps (multi-coil) come from ``coil_maps``: ESPIRiT where the center is wide enough, else
+the center lines' coil images; outside ESPIRiT's support the result is zero. A guard returns, for
+a slice whose solution fits the measured data worse than no image at all, or whose norm grew
+past ``growth`` times the zero-filled image's, or that is not finite, that zero-filled image
+instead, and says so (``TVResult.diverged``; the evaluation logs the file and slice).
 
 Scale: y is divided by the maximum of the zero-filled coil-combined image before solving (and x
 multiplied back), so lam means the same thing on every file whatever the raw units.
 """
 
+import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
-import numpy as np
 import torch
 from fastmri.data.transforms import center_crop
 from omegaconf import DictConfig, OmegaConf
 
+from mri_recon.baselines.coil_maps import MapSettings, estimate_maps
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError
 from mri_recon.fourier import fft2c, ifft2c
+
+log = logging.getLogger(__name__)
 
 CHECK_EVERY = 5  # iterations between convergence checks
 
@@ -44,7 +58,19 @@ class TVSettings:
     lam: float
     iterations: int
     tolerance: float  # stop a slice when both ADMM residuals are below this (relative); 0: never
-    rho_per_lam: float = 10.0  # ADMM penalty rho = rho_per_lam * lam
+    rho_per_lam: float = 10.0  # the ADMM penalty a slice starts with: rho = rho_per_lam * lam
+    balance: float | None = None  # rho balanced when one residual is this many times the other
+    growth: float = 2.0  # guard: a solution whose norm grows past this times the zero-filled's
+    maps: MapSettings = MapSettings()
+
+
+class TVResult(NamedTuple):
+    """A batch's TV reconstructions (B, h, w), which slices the guard replaced by their
+    zero-filled image (B,) bool, and the coil-map method (``none`` for single-coil)."""
+
+    images: torch.Tensor
+    diverged: torch.Tensor
+    maps: str
 
 
 def gradient(x: torch.Tensor) -> torch.Tensor:
@@ -109,73 +135,6 @@ class SenseOperator:
         return self.combine(self.ifft(self.mask * k))
 
 
-def center_columns(mask: torch.Tensor) -> torch.Tensor:
-    """Number of contiguous sampled columns around the center of each (B, W) mask."""
-    width = mask.shape[-1]
-    center = width // 2
-    sampled = mask.bool()
-    right = torch.cumprod(sampled[:, center:].int(), dim=1).sum(dim=1)
-    left = torch.cumprod(sampled[:, :center].flip(1).int(), dim=1).sum(dim=1)
-    return left + right
-
-
-COVARIANCE_BYTES = 2**29  # slices per chunk are chosen so a chunk's coil covariance fits this
-
-
-def estimate_sensitivities(
-    kspace: torch.Tensor, mask: torch.Tensor, kernel: int = 5, power_iterations: int = 4
-) -> torch.Tensor:
-    """Coil maps (B, C, H, W), unit norm over coils, from the fully sampled k-space center.
-
-    Walsh's adaptive-combine estimator: at each pixel, the dominant eigenvector of the coil
-    covariance of the low-resolution coil images over a kernel x kernel window (found by power
-    iteration, started from the images divided by their root-sum-of-squares). It is the
-    image-space counterpart of ESPIRiT's eigenvector maps, needs only the calibration lines the
-    mask keeps, and runs batched on CPU or GPU. Phases are aligned to the first coil. Slices are
-    processed in chunks whose (C, C, H, W) covariances fit in COVARIANCE_BYTES.
-    """
-    batch, coils, height, width = kspace.shape
-    columns = torch.arange(width, device=kspace.device)
-    num_low = center_columns(mask)
-    left = width // 2 - num_low // 2
-    # A Hann taper over the calibration lines (zero elsewhere) limits Gibbs ringing.
-    position = (columns[None] - left[:, None] + 0.5) / num_low[:, None].clamp(min=1)
-    window = torch.where((position > 0) & (position < 1), torch.sin(torch.pi * position) ** 2, 0.0)
-    images = ifft2c(kspace * window[:, None, None, :])  # (B, C, H, W) low resolution
-
-    chunk = max(1, COVARIANCE_BYTES // (coils * coils * height * width * 8))
-    return torch.cat(
-        [dominant_coil_vectors(part, kernel, power_iterations) for part in images.split(chunk)]
-    )
-
-
-def unit_over_coils(vectors: torch.Tensor) -> torch.Tensor:
-    """(b, C, H, W) scaled to unit norm over coils; pixels with no signal get equal weights, so
-    that S^H S = I holds everywhere."""
-    norm = vectors.abs().pow(2).sum(dim=1, keepdim=True).sqrt()
-    uniform = torch.full_like(vectors, vectors.shape[1] ** -0.5)
-    return torch.where(norm > 1e-12, vectors / norm.clamp(min=1e-12), uniform)
-
-
-def dominant_coil_vectors(images: torch.Tensor, kernel: int, power_iterations: int) -> torch.Tensor:
-    """Per pixel, the dominant eigenvector of the windowed coil covariance of (b, C, H, W)
-    images: unit norm over coils, phase relative to the first coil."""
-    batch, coils, height, width = images.shape
-    covariance = images[:, :, None] * images[:, None].conj()  # (b, C, C, H, W)
-    flat = torch.view_as_real(covariance).permute(0, 1, 2, 5, 3, 4).reshape(-1, 1, height, width)
-    flat = torch.nn.functional.avg_pool2d(
-        flat, kernel, stride=1, padding=kernel // 2, count_include_pad=False
-    )
-    covariance = torch.view_as_complex(
-        flat.reshape(batch, coils, coils, 2, height, width).permute(0, 1, 2, 4, 5, 3).contiguous()
-    )
-    vectors = unit_over_coils(images)
-    for _ in range(power_iterations):
-        vectors = unit_over_coils(torch.einsum("bijhw,bjhw->bihw", covariance, vectors))
-    reference = vectors[:, :1]
-    return vectors * (reference.conj() / (reference.abs() + 1e-12))
-
-
 def tv_objective(
     x: torch.Tensor, operator: SenseOperator, kspace: torch.Tensor, lam: float
 ) -> torch.Tensor:
@@ -196,15 +155,77 @@ def norms(v: torch.Tensor) -> torch.Tensor:
     return v.abs().pow(2).flatten(1).sum(dim=1).sqrt()
 
 
+class AdmmState(NamedTuple):
+    """The ADMM variables of a batch: image x (B, H, W), coil images (B, C, H, W), gradients
+    (B, 2, H, W), their scaled duals, and each slice's penalty rho (B, 1, 1, 1)."""
+
+    x: torch.Tensor
+    coils: torch.Tensor
+    grad: torch.Tensor
+    u_coils: torch.Tensor
+    u_grad: torch.Tensor
+    rho: torch.Tensor
+
+
+def admm_step(
+    state: AdmmState,
+    operator: SenseOperator,
+    measured: torch.Tensor,
+    spectrum: torch.Tensor,
+    lam: float,
+) -> tuple[AdmmState, torch.Tensor, torch.Tensor]:
+    """One ADMM iteration; the new state and its absolute primal and dual residuals (B,)."""
+    x_old, coils_old, grad_old, u_coils, u_grad, rho = state
+    # x: argmin |S x - coils + u_coils|^2 + |grad x - grad_var + u_grad|^2, exact in k-space.
+    rhs = operator.combine(coils_old - u_coils) + gradient_adjoint(grad_old - u_grad)
+    x = operator.ifft(operator.fft(rhs) / spectrum)
+    coil_images, grad_x = operator.expand(x), gradient(x)
+    # Coil images: data consistency per coil, exact in k-space.
+    coils = operator.ifft(
+        (measured + rho * operator.fft(coil_images + u_coils)) / (operator.mask + rho)
+    )
+    grad = shrink(grad_x + u_grad, lam / rho)
+    u_coils, u_grad = u_coils + coil_images - coils, u_grad + grad_x - grad
+    primal = torch.sqrt(norms(coil_images - coils) ** 2 + norms(grad_x - grad) ** 2)
+    change = operator.combine(coils - coils_old) + gradient_adjoint(grad - grad_old)
+    dual = rho.flatten() * norms(change)
+    return AdmmState(x, coils, grad, u_coils, u_grad, rho), primal, dual
+
+
+def converged(
+    state: AdmmState, primal: torch.Tensor, dual: torch.Tensor, tolerance: float
+) -> torch.Tensor:
+    """(B,) whether both residuals are below ``tolerance`` relative to their scales."""
+    scale_primal = torch.sqrt(norms(state.coils) ** 2 + norms(state.grad) ** 2).clamp(min=1e-12)
+    duals = torch.sqrt(norms(state.u_coils) ** 2 + norms(state.u_grad) ** 2)
+    scale_dual = (state.rho.flatten() * duals).clamp(min=1e-12)
+    return (primal / scale_primal <= tolerance) & (dual / scale_dual <= tolerance)
+
+
+def balanced(
+    state: AdmmState, primal: torch.Tensor, dual: torch.Tensor, balance: float
+) -> AdmmState:
+    """Residual balancing: rho doubled where the primal residual is ``balance`` times the dual
+    one, halved in the opposite case; the scaled duals divided by the same factor."""
+    factor = torch.where(
+        primal > balance * dual, 2.0, torch.where(dual > balance * primal, 0.5, 1.0)
+    )
+    factor = factor.to(state.rho.dtype).reshape(state.rho.shape)
+    return state._replace(
+        u_coils=state.u_coils / factor, u_grad=state.u_grad / factor, rho=state.rho * factor
+    )
+
+
 def solve_tv(
     kspace: torch.Tensor, operator: SenseOperator, settings: TVSettings
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ADMM for the TV problem; returns (x (B, H, W), iterations run per slice (B,)).
 
     kspace: (B, C, H, W) complex, already scaled to about unit image maximum. Every
-    ``CHECK_EVERY`` iterations a slice whose relative primal and dual residuals are below
-    ``tolerance`` stops changing, so a batch gives the same result as its slices one at a time.
-    The iterations run in the FFT's natural order (periodic TV does not see the shift).
+    ``CHECK_EVERY`` iterations each slice's penalty is balanced, and a slice whose relative
+    residuals are below ``tolerance`` stops changing, so a batch gives the same result as its
+    slices one at a time. The iterations run in the FFT's natural order (periodic TV does not
+    see the shift).
     """
     centered = operator.centered
     if centered:
@@ -213,66 +234,94 @@ def solve_tv(
     batch = kspace.shape[0]
     spectrum = 1 + laplacian_spectrum(*kspace.shape[-2:], kspace.device)  # of S^H S + grad^H grad
     spectrum = torch.fft.ifftshift(spectrum)  # the natural order of a plain FFT
-    mask, measured = operator.mask, operator.mask * kspace
+    measured = operator.mask * kspace
     x = operator.adjoint(kspace)
     coils, grad = operator.expand(x), gradient(x)
-    u_coils, u_grad = torch.zeros_like(coils), torch.zeros_like(grad)
-    rho = settings.rho_per_lam * settings.lam
+    rho = torch.full((batch, 1, 1, 1), settings.rho_per_lam * settings.lam, device=x.device)
+    state = AdmmState(x, coils, grad, torch.zeros_like(coils), torch.zeros_like(grad), rho)
     active = torch.ones(batch, dtype=torch.bool, device=x.device)
     iterations = torch.zeros(batch, dtype=torch.long, device=x.device)
     for iteration in range(1, settings.iterations + 1):
-        # x: argmin |S x - coils + u_coils|^2 + |grad x - grad_var + u_grad|^2, exact in k-space.
-        rhs = operator.combine(coils - u_coils) + gradient_adjoint(grad - u_grad)
-        x_new = operator.ifft(operator.fft(rhs) / spectrum)
-        coil_images, grad_x = operator.expand(x_new), gradient(x_new)
-        # Coil images: data consistency per coil, exact in k-space.
-        coils_new = operator.ifft(
-            (measured + rho * operator.fft(coil_images + u_coils)) / (mask + rho)
-        )
-        grad_new = shrink(grad_x + u_grad, settings.lam / rho)
-        u_coils_new = u_coils + coil_images - coils_new
-        u_grad_new = u_grad + grad_x - grad_new
-
-        check = settings.tolerance > 0 and iteration % CHECK_EVERY == 0
-        if check:
-            primal = torch.sqrt(norms(coil_images - coils_new) ** 2 + norms(grad_x - grad_new) ** 2)
-            primal /= torch.sqrt(norms(coil_images) ** 2 + norms(grad_x) ** 2).clamp(min=1e-12)
-            dual = norms(operator.combine(coils_new - coils) + gradient_adjoint(grad_new - grad))
-            dual /= norms(operator.combine(u_coils_new) + gradient_adjoint(u_grad_new)).clamp(
-                min=1e-12
+        new, primal, dual = admm_step(state, operator, measured, spectrum, settings.lam)
+        if iteration % CHECK_EVERY == 0:
+            done = (
+                converged(new, primal, dual, settings.tolerance) if settings.tolerance > 0 else None
             )
-        if active.all():
-            x, coils, grad, u_coils, u_grad = x_new, coils_new, grad_new, u_coils_new, u_grad_new
-        else:
-            keep = active[:, None, None, None]
-            x = torch.where(keep[:, 0], x_new, x)
-            coils, grad = torch.where(keep, coils_new, coils), torch.where(keep, grad_new, grad)
-            u_coils = torch.where(keep, u_coils_new, u_coils)
-            u_grad = torch.where(keep, u_grad_new, u_grad)
+            if settings.balance is not None:
+                new = balanced(new, primal, dual, settings.balance)
+        state = new if active.all() else keep_active(new, state, active)
         iterations += active.long()
-        if check:
-            active &= (primal > settings.tolerance) | (dual > settings.tolerance)
+        if iteration % CHECK_EVERY == 0 and done is not None:
+            active &= ~done
             if not active.any():
                 break
+    x = state.x
     return (torch.fft.fftshift(x, dim=(-2, -1)) if centered else x), iterations
 
 
+def keep_active(new: AdmmState, old: AdmmState, active: torch.Tensor) -> AdmmState:
+    """``new`` for the active slices, ``old`` for those that have converged."""
+
+    def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(active.reshape(-1, *[1] * (a.dim() - 1)), a, b)
+
+    return AdmmState(*(pick(a, b) for a, b in zip(new, old, strict=True)))
+
+
 def scaled_problem(
-    masked_kspace: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, SenseOperator, torch.Tensor]:
+    masked_kspace: torch.Tensor, mask: torch.Tensor, maps: MapSettings | None = None
+) -> tuple[torch.Tensor, SenseOperator, torch.Tensor, torch.Tensor, str]:
     """The SENSE problem of a batch, scaled to unit zero-filled image maximum.
 
     masked_kspace: (B, H, W) single-coil or (B, C, H, W) multi-coil complex; mask: (B, W).
     Returns (k-space (B, C, H, W) divided by the scale, the operator (coil maps estimated for
-    multi-coil), the scale (B,)), so lam means the same thing on every file.
+    multi-coil), the scale (B,), the support (B, H, W) bool, the map method), so lam means the
+    same thing on every file.
     """
     if masked_kspace.dim() == 3:
-        masked_kspace, maps = masked_kspace[:, None], None
+        masked_kspace, coil_maps, method = masked_kspace[:, None], None, "none"
+        support = torch.ones(
+            masked_kspace.shape[0],
+            *masked_kspace.shape[-2:],
+            dtype=torch.bool,
+            device=masked_kspace.device,
+        )
     else:
-        maps = estimate_sensitivities(masked_kspace, mask)
-    operator = SenseOperator(mask, maps)
+        coil_maps, support, method = estimate_maps(masked_kspace, mask, maps or MapSettings())
+    operator = SenseOperator(mask, coil_maps)
     scale = operator.adjoint(masked_kspace).abs().amax(dim=(1, 2)).clamp(min=1e-20)
-    return masked_kspace / scale[:, None, None, None], operator, scale
+    return masked_kspace / scale[:, None, None, None], operator, scale, support, method
+
+
+def diverged(
+    x: torch.Tensor,
+    start: torch.Tensor,
+    operator: SenseOperator,
+    kspace: torch.Tensor,
+    growth: float,
+) -> torch.Tensor:
+    """(B,) slices whose solution is not finite, fits the measured k-space worse than no image
+    at all, or has grown past ``growth`` times the norm of ``start`` (the zero-filled image)."""
+    finite = torch.isfinite(torch.view_as_real(x)).flatten(1).all(dim=1)
+    worse_than_nothing = norms(operator.forward(x) - kspace) > norms(operator.mask * kspace)
+    grown = norms(x) > growth * norms(start)
+    return ~finite | worse_than_nothing | grown
+
+
+def tv_solve(
+    masked_kspace: torch.Tensor, mask: torch.Tensor, crop: tuple[int, int], settings: TVSettings
+) -> TVResult:
+    """TV reconstructions of a batch, magnitude cropped to ``crop``, in the k-space's own units,
+    with the guard applied (module docstring).
+
+    masked_kspace: (B, H, W) single-coil or (B, C, H, W) multi-coil complex; mask: (B, W) columns.
+    """
+    kspace, operator, scale, support, method = scaled_problem(masked_kspace, mask, settings.maps)
+    x, _ = solve_tv(kspace, operator, settings)
+    start = operator.adjoint(kspace)
+    bad = diverged(x, start, operator, kspace, settings.growth)
+    x = torch.where(bad[:, None, None], start, x * support)
+    return TVResult(center_crop(x, crop).abs() * scale[:, None, None], bad, method)
 
 
 def tv_reconstruct(
@@ -281,14 +330,8 @@ def tv_reconstruct(
     crop: tuple[int, int],
     settings: TVSettings,
 ) -> torch.Tensor:
-    """TV reconstructions, magnitude cropped to ``crop``, in the k-space's own units.
-
-    masked_kspace: (B, H, W) single-coil or (B, C, H, W) multi-coil complex; mask: (B, W) columns.
-    Returns (B, crop[0], crop[1]) real.
-    """
-    kspace, operator, scale = scaled_problem(masked_kspace, mask)
-    x, _ = solve_tv(kspace, operator, settings)
-    return center_crop(x, crop).abs() * scale[:, None, None]
+    """``tv_solve``'s images alone: (B, crop[0], crop[1]) real."""
+    return tv_solve(masked_kspace, mask, crop, settings).images
 
 
 def tv_settings(
@@ -300,22 +343,41 @@ def tv_settings(
         lam = OmegaConf.select(baseline, f"lam.{challenge}.{acceleration}")
         if lam is None:
             raise UserError(f"baseline.lam.{challenge} has no value for {acceleration}x")
-    return TVSettings(float(lam), baseline.iterations, baseline.tolerance, baseline.rho_per_lam)
+    maps = MapSettings(**OmegaConf.to_container(baseline.maps))
+    return TVSettings(
+        float(lam),
+        baseline.iterations,
+        baseline.tolerance,
+        baseline.rho_per_lam,
+        baseline.balance,
+        baseline.growth,
+        maps,
+    )
 
 
 def tv_volume(
     batch: Sample, settings: TVSettings, device: torch.device, batch_size: int
-) -> np.ndarray:
-    """TV reconstruction (slices, H, W) float32 of one volume batch (``keep_kspace`` samples),
-    ``batch_size`` slices at a time on ``device``."""
+) -> TVResult:
+    """TV reconstruction of one volume batch (``keep_kspace`` samples), ``batch_size`` slices at
+    a time on ``device``: images (slices, H, W) float32 on the CPU, the guard's slices, the maps."""
     crop = tuple(batch.image.shape[-2:])
-    outputs = [
-        tv_reconstruct(
+    parts = [
+        tv_solve(
             batch.masked_kspace[i : i + batch_size].to(device),
             batch.mask[i : i + batch_size].to(device),
             crop,
             settings,
-        ).cpu()
+        )
         for i in range(0, len(batch.fname), batch_size)
     ]
-    return torch.cat(outputs).numpy().astype(np.float32)
+    images = torch.cat([part.images.cpu() for part in parts]).to(torch.float32)
+    bad = torch.cat([part.diverged.cpu() for part in parts])
+    for index in bad.nonzero().flatten().tolist():
+        log.warning(
+            "TV (lam %g): %s slice %d diverged (its norm or data residual grew past the "
+            "zero-filled image's); its zero-filled image is returned instead",
+            settings.lam,
+            batch.fname[index],
+            int(batch.slice_num[index]),
+        )
+    return TVResult(images, bad, parts[0].maps)

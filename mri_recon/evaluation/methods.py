@@ -7,6 +7,7 @@ hold the same kind), or ``learned`` for every checkpoint given.
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,6 +89,8 @@ class Reconstructor:
         self.methods = methods
         self.models = models
         self.runtime = runtime
+        # Per acceleration: TV's coil-map method and the slices its guard replaced.
+        self.tv_notes: dict[str, dict[str, Any]] = {}
 
     @torch.no_grad()
     def learned(self, batch: Sample, model: nn.Module) -> np.ndarray:
@@ -100,7 +103,13 @@ class Reconstructor:
 
     def tv(self, batch: Sample, acceleration: int) -> np.ndarray:
         settings = tv_settings(self.cfg.baseline, self.cfg.data.challenge, acceleration)
-        return tv_volume(batch, settings, self.runtime.device, self.cfg.baseline.batch_size)
+        result = tv_volume(batch, settings, self.runtime.device, self.cfg.baseline.batch_size)
+        note = self.tv_notes.setdefault(str(acceleration), {"coil_maps": result.maps})
+        replaced = result.diverged.nonzero().flatten().tolist()
+        note.setdefault("replaced_slices", []).extend(
+            f"{batch.fname[i]} slice {int(batch.slice_num[i])}" for i in replaced
+        )
+        return result.images.numpy()
 
     def __call__(
         self, batch: Sample, acceleration: int

@@ -26,9 +26,14 @@ def write_volume(path: Path, volume: np.ndarray) -> None:
 
 
 def write_report(
-    run_dir: Path, results: dict[str, Any], rows: list[dict[str, Any]], cfg: DictConfig
+    run_dir: Path,
+    results: dict[str, Any],
+    rows: list[dict[str, Any]],
+    cfg: DictConfig,
+    tv_notes: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """metrics.json, per_volume.csv and report.md."""
+    """metrics.json, per_volume.csv and report.md; ``tv_notes``: per acceleration, TV's coil
+    maps and the slices its guard replaced by their zero-filled image (``tv`` in metrics.json)."""
     volumes = {row["file"] for row in rows}
     summary = {
         "split": cfg.split,
@@ -36,6 +41,8 @@ def write_report(
         "checkpoints": checkpoint_list(cfg.checkpoint),
         "results": results,
     }
+    if tv_notes:
+        summary["tv"] = tv_notes
     with atomic_path(run_dir / "metrics.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=2))
     with open(run_dir / "per_volume.csv", "w", newline="") as file:
@@ -59,6 +66,14 @@ def write_report(
             cells = [f"{values[m]['mean']:.4f} ± {values[m]['std']:.4f}" for m in METRICS]
             lines.append(f"| {method} | {' | '.join(cells)} | {values['seconds_per_slice']:.4f} |")
         lines.append("")
+        if tv_notes and acceleration in tv_notes:
+            note = tv_notes[acceleration]
+            replaced = ", ".join(note["replaced_slices"]) or "none"
+            lines += [
+                f"TV coil maps: {note['coil_maps']}; slices its guard replaced by their "
+                f"zero-filled image: {replaced}.",
+                "",
+            ]
     (run_dir / "report.md").write_text("\n".join(lines))
 
 

@@ -134,14 +134,28 @@ def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None)
                 for method in methods
             ]
             panels += [r.panel for r in records if r.panel is not None]
+        tv_notes = gather_tv_notes(reconstructor.tv_notes)
         if distributed.is_main():
-            write_report(run_dir, results, rows, cfg)
+            write_report(run_dir, results, rows, cfg, tv_notes)
             if panels:
                 save_figure(run_dir, panels, methods)
             log.info("report: %s", run_dir / "report.md")
         return results
     finally:
         distributed.cleanup()
+
+
+def gather_tv_notes(notes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every rank's TV notes (``Reconstructor.tv_notes``) in one: the maps method, and the
+    slices the guard replaced, sorted."""
+    merged: dict[str, dict[str, Any]] = {}
+    for part in distributed.gather(notes):
+        for acceleration, note in part.items():
+            into = merged.setdefault(
+                acceleration, {"coil_maps": note["coil_maps"], "replaced_slices": []}
+            )
+            into["replaced_slices"] = sorted(into["replaced_slices"] + note["replaced_slices"])
+    return merged
 
 
 def evaluate_volumes(

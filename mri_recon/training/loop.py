@@ -257,30 +257,29 @@ class Training:
             )
 
     def end_epoch(self, epoch: int, train_loss: float, timing: tuple[float, int]) -> dict[str, Any]:
-        """Validate, count the epoch, write best.pt (if SSIM improved), fix a budget run's
-        length (after its first epoch, best.pt's write timed) or end one that is behind its
-        plan, report the epoch, then write last.pt (reported first: the checkpoint a run
-        resumes from never runs ahead of its epoch's events).
+        """Validate, count the epoch, write its TensorBoard events, write best.pt (if SSIM
+        improved), fix a budget run's length (after its first epoch, from the validation, the
+        events and best.pt's write, all timed) or end one that is behind its plan, log the
+        epoch, then write last.pt (the checkpoint a run resumes from never runs ahead of its
+        epoch's events).
 
         ``timing``: the epoch's training seconds and optimizer steps in this process.
         """
         state = self.state
         start = time.perf_counter()
         result = validate(state, self.data.val_loader, self.runtime, self.panel_keys)
-        validation_seconds = time.perf_counter() - start
-        state.validation_seconds = validation_seconds
         state.epoch, state.batches_done = epoch + 1, 0
-        best = result.metrics["SSIM"]["mean"] > state.best_ssim
-        if best:
+        seconds = timing[0] + time.perf_counter() - start
+        self.reporter.epoch_events(state, train_loss, result, seconds)
+        state.validation_seconds = time.perf_counter() - start  # with its report
+        if result.metrics["SSIM"]["mean"] > state.best_ssim:
             state.best_ssim, state.best_epoch = result.metrics["SSIM"]["mean"], epoch + 1
             self.save("best.pt")
         if state.budgeted and state.horizon.total_steps is None:
-            self.fix_budget(validation_seconds)
+            self.fix_budget(state.validation_seconds)
         elif self.behind_budget():  # no time for another epoch's first step and validation
             self.end_budget_here()
-        self.reporter.epoch(
-            state, train_loss, result, timing[0] + validation_seconds, self.planned()
-        )
+        self.reporter.epoch_line(state, train_loss, result, seconds, self.planned())
         self.save("last.pt")
         return result.metrics
 

@@ -77,17 +77,12 @@ class Reporter:
         """Start timing slices/s afresh (at each epoch's start)."""
         self.window_start, self.window_slices = time.perf_counter(), 0
 
-    def epoch(
-        self,
-        state: TrainState,
-        train_loss: float,
-        result: ValidationResult,
-        seconds: float,
-        planned: int | None,
+    def epoch_events(
+        self, state: TrainState, train_loss: float, result: ValidationResult, seconds: float
     ) -> None:
-        """The epoch's report, after ``state`` counts it: validation scalars, panels, the
-        epoch's mean training loss and its seconds (training + validation) at the global step,
-        so they line up with train/*, flushed; then the log line (epoch N of ``planned``)."""
+        """The epoch's TensorBoard report, after ``state`` counts it: validation scalars,
+        panels, the epoch's mean training loss and its seconds (training + validation) at the
+        global step, so they line up with train/*, flushed."""
         step, metrics = state.global_step, result.metrics
         for name in ("loss", *METRICS):
             value = metrics[name] if name == "loss" else metrics[name]["mean"]
@@ -104,6 +99,17 @@ class Reporter:
         self.writer.add_scalar("train/epoch_loss", train_loss, step)
         self.writer.add_scalar("time/epoch_seconds", seconds, step)
         self.writer.flush()
+
+    def epoch_line(
+        self,
+        state: TrainState,
+        train_loss: float,
+        result: ValidationResult,
+        seconds: float,
+        planned: int | None,
+    ) -> None:
+        """The epoch's log line (epoch N of ``planned``)."""
+        metrics = result.metrics
         log.info(
             "epoch %d/%s  train loss %.4f  val loss %.4f  SSIM %.4f  PSNR %.2f  NMSE %.4f  %.0fs%s",
             state.epoch,
