@@ -8,7 +8,7 @@ DEMO := data/demo
 RUNS := runs
 ABLATIONS := $(RUNS)/ablations/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: install wheels gpu-check data train eval tensorboard test test-all bench ablations lint clean
+.PHONY: install wheels gpu-check data train eval tensorboard test test-all docs docs-serve bench ablations lint clean
 
 install: $(STAMP)
 
@@ -73,11 +73,21 @@ tensorboard: $(STAMP)
 # launches and tiny models that keep one core busy, so two threads in each of two workers only
 # make them wait on each other. Run one test alone with `.venv/bin/pytest tests/... -k NAME`.
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/pytest -q -n auto --dist worksteal
-test: $(STAMP)
+test: $(STAMP) docs
 	$(PYTEST) -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(STAMP) docs
 	$(PYTEST)
+
+# The documentation site (mkdocs.yml): --strict fails on a broken link, an unknown anchor or a
+# page missing from the navigation (not with --quiet, which hides the warnings it counts);
+# `make test` runs it. docs-serve: http://localhost:8000.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+docs: $(STAMP)
+	$(MKDOCS) build --strict
+
+docs-serve: $(STAMP)
+	$(MKDOCS) serve
 
 bench: $(STAMP) | $(DEMO)/singlecoil_train
 	$(BIN)/python scripts/benchmark.py
@@ -103,4 +113,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check mri_recon scripts tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

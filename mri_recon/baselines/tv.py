@@ -167,14 +167,28 @@ class AdmmState(NamedTuple):
     rho: torch.Tensor
 
 
+class Residuals(NamedTuple):
+    """Per slice (B,): the primal residual |(S x - w, grad x - z)| and the dual residual
+    rho |S^H dw + grad^H dz| (Boyd et al. 2011, 3.3), each also relative to its scale
+    (|(S x, grad x)| and rho |S^H u + grad^H v|)."""
+
+    primal: torch.Tensor
+    dual: torch.Tensor
+    relative_primal: torch.Tensor
+    relative_dual: torch.Tensor
+
+    def converged(self, tolerance: float) -> torch.Tensor:
+        return (self.relative_primal <= tolerance) & (self.relative_dual <= tolerance)
+
+
 def admm_step(
     state: AdmmState,
     operator: SenseOperator,
     measured: torch.Tensor,
     spectrum: torch.Tensor,
     lam: float,
-) -> tuple[AdmmState, torch.Tensor, torch.Tensor]:
-    """One ADMM iteration; the new state and its absolute primal and dual residuals (B,)."""
+) -> tuple[AdmmState, tuple[torch.Tensor, ...]]:
+    """One ADMM iteration: the new state, and what its residuals are computed from."""
     x_old, coils_old, grad_old, u_coils, u_grad, rho = state
     # x: argmin |S x - coils + u_coils|^2 + |grad x - grad_var + u_grad|^2, exact in k-space.
     rhs = operator.combine(coils_old - u_coils) + gradient_adjoint(grad_old - u_grad)
@@ -186,27 +200,29 @@ def admm_step(
     )
     grad = shrink(grad_x + u_grad, lam / rho)
     u_coils, u_grad = u_coils + coil_images - coils, u_grad + grad_x - grad
-    primal = torch.sqrt(norms(coil_images - coils) ** 2 + norms(grad_x - grad) ** 2)
-    change = operator.combine(coils - coils_old) + gradient_adjoint(grad - grad_old)
-    dual = rho.flatten() * norms(change)
-    return AdmmState(x, coils, grad, u_coils, u_grad, rho), primal, dual
+    new = AdmmState(x, coils, grad, u_coils, u_grad, rho)
+    return new, (coil_images, grad_x, coils_old, grad_old)
 
 
-def converged(
-    state: AdmmState, primal: torch.Tensor, dual: torch.Tensor, tolerance: float
-) -> torch.Tensor:
-    """(B,) whether both residuals are below ``tolerance`` relative to their scales."""
-    scale_primal = torch.sqrt(norms(state.coils) ** 2 + norms(state.grad) ** 2).clamp(min=1e-12)
-    duals = torch.sqrt(norms(state.u_coils) ** 2 + norms(state.u_grad) ** 2)
-    scale_dual = (state.rho.flatten() * duals).clamp(min=1e-12)
-    return (primal / scale_primal <= tolerance) & (dual / scale_dual <= tolerance)
+def residuals(
+    state: AdmmState, operator: SenseOperator, parts: tuple[torch.Tensor, ...]
+) -> Residuals:
+    """The residuals of the iteration that gave ``state`` (``admm_step``'s ``parts``)."""
+    coil_images, grad_x, coils_old, grad_old = parts
+    primal = torch.sqrt(norms(coil_images - state.coils) ** 2 + norms(grad_x - state.grad) ** 2)
+    scale = torch.sqrt(norms(coil_images) ** 2 + norms(grad_x) ** 2).clamp(min=1e-12)
+    change = norms(
+        operator.combine(state.coils - coils_old) + gradient_adjoint(state.grad - grad_old)
+    )
+    duals = norms(operator.combine(state.u_coils) + gradient_adjoint(state.u_grad))
+    rho = state.rho.flatten()
+    return Residuals(primal, rho * change, primal / scale, change / duals.clamp(min=1e-12))
 
 
-def balanced(
-    state: AdmmState, primal: torch.Tensor, dual: torch.Tensor, balance: float
-) -> AdmmState:
+def balanced(state: AdmmState, found: Residuals, balance: float) -> AdmmState:
     """Residual balancing: rho doubled where the primal residual is ``balance`` times the dual
     one, halved in the opposite case; the scaled duals divided by the same factor."""
+    primal, dual = found.primal, found.dual
     factor = torch.where(
         primal > balance * dual, 2.0, torch.where(dual > balance * primal, 0.5, 1.0)
     )
@@ -222,9 +238,9 @@ def solve_tv(
     """ADMM for the TV problem; returns (x (B, H, W), iterations run per slice (B,)).
 
     kspace: (B, C, H, W) complex, already scaled to about unit image maximum. Every
-    ``CHECK_EVERY`` iterations each slice's penalty is balanced, and a slice whose relative
-    residuals are below ``tolerance`` stops changing, so a batch gives the same result as its
-    slices one at a time. The iterations run in the FFT's natural order (periodic TV does not
+    ``CHECK_EVERY`` iterations a slice whose relative residuals are below ``tolerance`` stops
+    changing (and with ``balance`` each slice's penalty is balanced), so a batch gives the same
+    result as its slices one at a time. The iterations run in the FFT's natural order (periodic TV does not
     see the shift).
     """
     centered = operator.centered
@@ -242,17 +258,17 @@ def solve_tv(
     active = torch.ones(batch, dtype=torch.bool, device=x.device)
     iterations = torch.zeros(batch, dtype=torch.long, device=x.device)
     for iteration in range(1, settings.iterations + 1):
-        new, primal, dual = admm_step(state, operator, measured, spectrum, settings.lam)
-        if iteration % CHECK_EVERY == 0:
-            done = (
-                converged(new, primal, dual, settings.tolerance) if settings.tolerance > 0 else None
-            )
-            if settings.balance is not None:
-                new = balanced(new, primal, dual, settings.balance)
+        new, parts = admm_step(state, operator, measured, spectrum, settings.lam)
+        check = settings.tolerance > 0 and iteration % CHECK_EVERY == 0
+        balance = settings.balance is not None and iteration % CHECK_EVERY == 0
+        if check or balance:
+            found = residuals(new, operator, parts)
+            if balance:
+                new = balanced(new, found, settings.balance)
         state = new if active.all() else keep_active(new, state, active)
         iterations += active.long()
-        if iteration % CHECK_EVERY == 0 and done is not None:
-            active &= ~done
+        if check:
+            active &= ~found.converged(settings.tolerance)
             if not active.any():
                 break
     x = state.x
