@@ -20,8 +20,7 @@ import benchmark_data
 import torch
 from benchmark_flops import MM_SIZE, best_gflops
 from benchmark_train import median_milliseconds
-from benchmark_varnet import synthetic_batch
-from fastmri.losses import SSIMLoss
+from benchmark_varnet import fastmri_step, synthetic_batch
 from fastmri.models import Unet as FastmriUnet
 from fastmri.models import VarNet as FastmriVarNet
 from torch.utils.flop_counter import FlopCounterMode
@@ -120,25 +119,8 @@ def unet_tflops(size: tuple, device: str, milliseconds: float) -> float:
 
 
 def fastmri_varnet_step(batch: Sample, device: str) -> Callable[[], object]:
-    """fastmri.models.VarNet's step (its defaults, fp32, its (B, C, H, W, 2) tensors)."""
-    model = FastmriVarNet(**FASTMRI_VARNET).to(device)
-    optimizer, loss_fn = adam(model), SSIMLoss().to(device)
-    kspace = torch.view_as_real(batch.masked_kspace)
-    mask = batch.mask.bool()[:, None, None, :, None]
-    crop = batch.target.shape[-2:]
-    low = int(batch.num_low_frequencies[0])
-
-    def step() -> None:
-        output = model(kspace, mask, low)
-        top, left = (output.shape[-2] - crop[0]) // 2, (output.shape[-1] - crop[1]) // 2
-        output = output[:, None, top : top + crop[0], left : left + crop[1]]
-        loss = loss_fn(output, batch.target, batch.max_value)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-
-    return step
+    """fastmri.models.VarNet's step at its defaults (fp32), on ``device``."""
+    return fastmri_step(FastmriVarNet(**FASTMRI_VARNET).to(device), batch)
 
 
 def varnet_rows(size: tuple, device: str, repeats: int) -> list[tuple[str, dict]]:

@@ -83,7 +83,7 @@ def read_cfl(name: Path) -> np.ndarray:
 
 def bart(batch, lam: float, iterations: int, work: Path) -> tuple[np.ndarray, float]:
     """BART pics with the same scaled data and (for multi-coil) the same coil maps as ours."""
-    kspace, operator, scale = scaled_problem(batch.masked_kspace, batch.mask)
+    kspace, operator, scale, _, _ = scaled_problem(batch.masked_kspace, batch.mask)
     maps = operator.maps
     crop = tuple(batch.image.shape[-2:])
     recons, seconds = [], 0.0

@@ -33,6 +33,10 @@ from mri_recon.training.validation import panel_slices, validate
 
 log = logging.getLogger(__name__)
 
+# A run behind its plan keeps back this many times its last validation and checkpoint writes
+# (a busy host slows them too), so that it still ends inside its budget.
+ENDING_SLACK = 1.5
+
 
 class TrainingDiverged(UserError):
     """Raised after too many consecutive NaN/Inf steps: a result of the settings, not a crash."""
@@ -197,8 +201,8 @@ class Training:
 
     def behind_budget(self, step: int | None = None) -> bool:
         """Whether a budget run with a fixed plan has no time left for more steps: its loop's
-        seconds plus one validation and two checkpoint writes reach the budget (its steps got
-        slower than the first epoch measured).
+        seconds plus one validation and two checkpoint writes (times ENDING_SLACK) reach the
+        budget (its steps got slower than the first epoch measured).
 
         ``step``: under torchrun the ranks only compare every ``stop_check_every_n_steps``
         steps (False in between); None: compare now (at an epoch's end).
@@ -210,7 +214,7 @@ class Training:
         if not self.stop.ranks_compare(step):
             return False
         ending = state.validation_seconds + 2 * state.checkpoint_seconds
-        late = self.elapsed() + ending >= self.budget_seconds
+        late = self.elapsed() + ENDING_SLACK * ending >= self.budget_seconds
         return distributed.any_rank(late, self.runtime.device)
 
     def end_budget_here(self) -> None:
