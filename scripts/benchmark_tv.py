@@ -341,11 +341,19 @@ def main() -> None:
         nargs="+",
         help="only: multi-coil, every val volume, ours against BART with its own ESPIRiT maps",
     )
+    parser.add_argument(
+        "--release", action="store_true", help="with --espirit-lambdas: on a release-size volume"
+    )
     args = parser.parse_args()
     if args.espirit_lambdas:
         eval_cfg, _ = load_configs()
         settings_for = partial(tv_settings, eval_cfg.baseline)
-        print("\n".join(espirit_section(args.root, settings_for, args.espirit_lambdas, 100)))
+        with tempfile.TemporaryDirectory() as tmp:
+            root = args.root
+            if args.release:
+                make_release_data(Path(tmp))
+                root = Path(tmp)
+            print("\n".join(espirit_section(root, settings_for, args.espirit_lambdas, 100)))
         return
     print(run(args.root, args.volumes, args.bart_iterations))
 
