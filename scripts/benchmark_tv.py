@@ -82,41 +82,43 @@ def read_cfl(name: Path) -> np.ndarray:
     return np.fromfile(name.with_suffix(".cfl"), dtype=np.complex64).reshape(dims, order="F")
 
 
-def bart(batch, lam: float, iterations: int, work: Path) -> tuple[np.ndarray, float]:
-    """BART pics with the same scaled data and (for multi-coil) the same coil maps as ours."""
+def bart_slices(batch, work: Path, inputs, commands: list[list]) -> tuple[np.ndarray, float]:
+    """Run BART on each slice of a volume batch, scaled as ours (unit zero-filled maximum):
+    ``inputs(index, k)`` names the .cfl files written for that slice (untimed, ``k`` its (H, W,
+    C) k-space), then ``commands`` run (timed) and ``work/x`` is read back. Returns the magnitude
+    images cropped to the targets' size, in the file's units, and the seconds per slice."""
     kspace, operator, scale, _, _ = scaled_problem(batch.masked_kspace, batch.mask)
-    maps = operator.maps
     crop = tuple(batch.image.shape[-2:])
     recons, seconds = [], 0.0
     for index in range(kspace.shape[0]):
         k = kspace[index].permute(1, 2, 0).numpy()  # (H, W, C)
-        s = np.ones_like(k[..., :1]) if maps is None else maps[index].permute(1, 2, 0).numpy()
-        write_cfl(work / "k", k[:, :, None, :])
-        write_cfl(work / "s", s[:, :, None, :])
+        for name, array in inputs(index, k, operator).items():
+            write_cfl(work / name, array[:, :, None, :])
         start = time.perf_counter()
-        subprocess.run(
-            [
-                "bart",
-                "pics",
-                "-d",
-                "0",
-                "-w",
-                "1",
-                "-i",
-                str(iterations),
-                "-R",
-                f"T:3:0:{lam}",
-                str(work / "k"),
-                str(work / "s"),
-                str(work / "x"),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        for command in commands:
+            run_bart(*command)
         seconds += time.perf_counter() - start
         x = np.abs(read_cfl(work / "x").reshape(k.shape[:2])) * float(scale[index])
         recons.append(center_crop(x, crop))
     return np.stack(recons).astype(np.float32), seconds / kspace.shape[0]
+
+
+def pics(regularizer: str, iterations: int, work: Path) -> list:
+    """BART's `pics` on work/k with maps work/s into work/x (its own scaling off: the data are
+    scaled as ours)."""
+    flags = ["-d", "0", "-w", "1", "-i", str(iterations), "-R", regularizer]
+    return ["pics", *flags, work / "k", work / "s", work / "x"]
+
+
+def bart(batch, lam: float, iterations: int, work: Path) -> tuple[np.ndarray, float]:
+    """BART pics with the same scaled data and (for multi-coil) the same coil maps as ours."""
+
+    def inputs(index: int, k: np.ndarray, operator) -> dict[str, np.ndarray]:
+        maps = operator.maps
+        s = np.ones_like(k[..., :1]) if maps is None else maps[index].permute(1, 2, 0).numpy()
+        return {"k": k, "s": s}
+
+    return bart_slices(batch, work, inputs, [pics(f"T:3:0:{lam}", iterations, work)])
 
 
 def unet_seconds(
@@ -134,33 +136,10 @@ def unet_seconds(
 def bart_espirit(batch, lam: float, iterations: int, work: Path) -> tuple[np.ndarray, float]:
     """BART as a CS user runs it: its own ESPIRiT maps (`ecalib -m 1` from the measured center
     columns), then `pics` with TV (`-R T:7:0:lam`), on the same masks and data scaling as ours."""
-    kspace, _, scale, _, _ = scaled_problem(batch.masked_kspace, batch.mask)
     count = int(center_columns(batch.mask).min())
-    crop = tuple(batch.image.shape[-2:])
-    recons, seconds = [], 0.0
-    for index in range(kspace.shape[0]):
-        k = kspace[index].permute(1, 2, 0).numpy()  # (H, W, C)
-        write_cfl(work / "k", k[:, :, None, :])
-        start = time.perf_counter()
-        run_bart("ecalib", "-m", "1", "-r", str(count), work / "k", work / "s")
-        run_bart(
-            "pics",
-            "-d",
-            "0",
-            "-w",
-            "1",
-            "-i",
-            str(iterations),
-            "-R",
-            f"T:7:0:{lam}",
-            work / "k",
-            work / "s",
-            work / "x",
-        )
-        seconds += time.perf_counter() - start
-        x = np.abs(read_cfl(work / "x").reshape(k.shape[:2])) * float(scale[index])
-        recons.append(center_crop(x, crop))
-    return np.stack(recons).astype(np.float32), seconds / kspace.shape[0]
+    ecalib = ["ecalib", "-m", "1", "-r", count, work / "k", work / "s"]
+    commands = [ecalib, pics(f"T:7:0:{lam}", iterations, work)]
+    return bart_slices(batch, work, lambda index, k, operator: {"k": k}, commands)
 
 
 def run_bart(*args: object) -> None:
