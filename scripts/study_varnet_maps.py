@@ -43,17 +43,11 @@ def unit_rss(images: torch.Tensor) -> torch.Tensor:
     return images / images.abs().square().sum(dim=-3, keepdim=True).sqrt().clamp_min(1e-12)
 
 
-def center_columns(width: int, count: int) -> torch.Tensor:
-    """(width,) 1.0 at the central ``count`` columns (fastMRI's placement), else 0.0."""
-    window = torch.zeros(width)
-    first = (width - count + 1) // 2
-    window[first : first + count] = 1
-    return window
-
-
 def center_line_maps(kspace: torch.Tensor, count: int) -> torch.Tensor:
     """(..., C, H, W) maps from the central ``count`` columns: today's (``sens_chans=0``)."""
-    return unit_rss(ifft2c(kspace * center_columns(kspace.shape[-1], count)))
+    return unit_rss(
+        ifft2c(kspace * coil_maps.center_window(kspace.shape[-1], count, kspace.device))
+    )
 
 
 def full_maps(
@@ -110,7 +104,7 @@ def use_recomputed_maps(count: int) -> None:
         kspace_ramp, image_ramp = centering_ramps(*kspace.shape[-2:], kspace.device, kspace.dtype)
         measured = kspace * kspace_ramp
         maps = self.sens_net(kspace, mask, num_low) * image_ramp.conj()
-        window = center_columns(kspace.shape[-1], count).to(kspace.device)
+        window = coil_maps.center_window(kspace.shape[-1], count, kspace.device)
         current = measured
         for index, cascade in enumerate(self.cascades):
             if index:
@@ -163,7 +157,8 @@ def use_maps(name: str) -> None:
 def walsh_aligned_maps(kspace: torch.Tensor, count: int) -> torch.Tensor:
     """(S, C, H, W) Walsh maps from the central ``count`` columns, each pixel's phase turned to
     that of the center-line maps (Walsh's own reference, the first coil, is far worse)."""
-    window = center_columns(kspace.shape[-1], count).expand(len(kspace), -1)
+    window = coil_maps.center_window(kspace.shape[-1], count, kspace.device)
+    window = window.expand(len(kspace), -1)
     maps = walsh_first_coil_maps(kspace, window)
     reference = center_line_maps(kspace, count)
     return maps * torch.exp(1j * torch.angle((maps.conj() * reference).sum(dim=1, keepdim=True)))

@@ -90,6 +90,26 @@ def test_objective_converges_within_configured_iterations() -> None:
     assert abs(objectives[1] - objectives[2]) / objectives[2] < 1e-3
 
 
+def test_residual_balancing_recovers_from_a_poor_penalty() -> None:
+    """baseline.balance: with rho 100x below the configured rule (0.1 lam instead of 10 lam),
+    balancing brings 100 iterations far closer to the converged objective than the fixed rho."""
+    mask = column_mask(4, 0.08, seed=1)
+    kspace = mask[:, None, None, :] * fft2c(phantom()[None, None])
+    noise = torch.randn(kspace.shape, generator=torch.Generator().manual_seed(0)) * 0.01
+    kspace = kspace + mask[:, None, None, :] * noise
+    operator, lam = SenseOperator(mask, None), 0.1
+
+    def gap(settings: TVSettings) -> float:
+        x, _ = solve_tv(kspace, operator, settings)
+        return (tv_objective(x, operator, kspace, lam).item() - converged) / converged
+
+    converged_x, _ = solve_tv(kspace, operator, TVSettings(lam, 3000, 0.0))
+    converged = tv_objective(converged_x, operator, kspace, lam).item()
+    fixed = gap(TVSettings(lam, 100, 0.0, rho_per_lam=0.1))
+    balanced = gap(TVSettings(lam, 100, 0.0, rho_per_lam=0.1, balance=10.0))
+    assert balanced < fixed / 10 and balanced < 0.01
+
+
 def test_noiseless_phantom_recovered_at_4x() -> None:
     truth = phantom(128)
     mask = column_mask(4, 0.08, seed=2, width=128)

@@ -240,8 +240,8 @@ def solve_tv(
     kspace: (B, C, H, W) complex, already scaled to about unit image maximum. Every
     ``CHECK_EVERY`` iterations a slice whose relative residuals are below ``tolerance`` stops
     changing (and with ``balance`` each slice's penalty is balanced), so a batch gives the same
-    result as its slices one at a time. The iterations run in the FFT's natural order (periodic TV does not
-    see the shift).
+    result as its slices one at a time. The iterations run in the FFT's natural order (periodic
+    TV does not see the shift).
     """
     centered = operator.centered
     if centered:
