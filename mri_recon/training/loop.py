@@ -112,13 +112,12 @@ class Training:
         try:
             with self.stop:
                 while self.epochs_left():
-                    epoch, steps_before, start = state.epoch, state.global_step, time.perf_counter()
+                    epoch, start = state.epoch, time.perf_counter()
                     self.data.start_epoch(epoch)
                     train_loss = self.train_epoch(epoch)
                     if train_loss is None:  # stopped mid-epoch, checkpoint written
                         break
-                    timing = (time.perf_counter() - start, state.global_step - steps_before)
-                    metrics = self.end_epoch(epoch, train_loss, timing)
+                    metrics = self.end_epoch(epoch, train_loss, time.perf_counter() - start)
                     epochs.total = self.planned()
                     epochs.update()
                     if self.stop.agreed():  # a stop request that came during validation
@@ -260,20 +259,21 @@ class Training:
                 "Lower optimizer.lr or set trainer.gradient_clip_val"
             )
 
-    def end_epoch(self, epoch: int, train_loss: float, timing: tuple[float, int]) -> dict[str, Any]:
+    def end_epoch(self, epoch: int, train_loss: float, train_seconds: float) -> dict[str, Any]:
         """Validate, count the epoch, write its TensorBoard events, write best.pt (if SSIM
         improved), fix a budget run's length (after its first epoch, from the validation, the
         events and best.pt's write, all timed) or end one that is behind its plan, log the
         epoch, then write last.pt (the checkpoint a run resumes from never runs ahead of its
         epoch's events).
 
-        ``timing``: the epoch's training seconds and optimizer steps in this process.
+        ``train_seconds``: the epoch's training seconds in this process (the budget's pace comes
+        from ``epoch_clock``).
         """
         state = self.state
         start = time.perf_counter()
         result = validate(state, self.data.val_loader, self.runtime, self.panel_keys)
         state.epoch, state.batches_done = epoch + 1, 0
-        seconds = timing[0] + time.perf_counter() - start
+        seconds = train_seconds + time.perf_counter() - start
         self.reporter.epoch_events(state, train_loss, result, seconds)
         state.validation_seconds = time.perf_counter() - start  # with its report
         if result.metrics["SSIM"]["mean"] > state.best_ssim:
