@@ -8,6 +8,7 @@ from skimage.data import shepp_logan_phantom
 from skimage.metrics import structural_similarity
 from skimage.transform import resize
 
+from mri_recon.baselines import tv
 from mri_recon.baselines.coil_maps import MapSettings, estimate_maps
 from mri_recon.baselines.tv import (
     SenseOperator,
@@ -18,6 +19,7 @@ from mri_recon.baselines.tv import (
     tv_objective,
     tv_reconstruct,
     tv_volume,
+    tv_volume_lambdas,
 )
 from mri_recon.data.transforms import Sample
 from mri_recon.fourier import fft2c, ifft2c
@@ -72,6 +74,23 @@ def test_fft_and_operator_adjoints() -> None:
         inner(gradient(x).flatten(), g.flatten()), inner(x.flatten(), gradient_adjoint(g).flatten())
     )
     torch.testing.assert_close(ifft2c(fft2c(x)), x)
+
+
+@pytest.mark.parametrize("centered", [True, False])
+def test_the_coil_step_needs_the_columns_fft_alone(centered: bool) -> None:
+    """The data-consistency step with 1-D FFTs along the columns equals its 2-D form,
+    F^H ((y + rho F v) / (M + rho)), since the mask and rho do not vary along the rows."""
+    generator = torch.Generator().manual_seed(1)
+    v = torch.randn(2, 3, 16, 12, dtype=torch.complex64, generator=generator)
+    mask = (torch.rand(2, 12, generator=generator) > 0.5).float()
+    operator = SenseOperator(mask, None, centered=centered)
+    y = operator.mask * torch.randn(2, 3, 16, 12, dtype=torch.complex64, generator=generator)
+    rho = torch.tensor([0.1, 3.0]).reshape(2, 1, 1, 1)
+    two_d = operator.ifft((y + rho * operator.fft(v)) / (operator.mask + rho))
+    rows = operator.ifft_rows(y)
+    one_d = operator.ifft_columns((rows + rho * operator.fft_columns(v)) / (operator.mask + rho))
+    torch.testing.assert_close(one_d, two_d, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(operator.ifft_columns(rows), operator.ifft(y), rtol=1e-5, atol=1e-5)
 
 
 def test_objective_converges_within_configured_iterations() -> None:
@@ -222,3 +241,36 @@ def test_a_slice_with_too_few_lines_is_reported_not_returned_as_garbage(
     assert "file_x.h5 slice 7 diverged" in caplog.text
     good = tv_volume(batch, TVSettings(1e-3, 100, 0.0), torch.device("cpu"), batch_size=4)
     assert good.diverged.tolist() == [False] and good.maps == "center_lines"
+
+
+def test_a_lam_sweep_estimates_each_chunks_maps_once_with_the_same_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """mri-recon-tune-tv's path: three lam on a 3-slice volume in chunks of 2 estimate the maps
+    twice (once a chunk), and each lam's result equals tv_volume's at that lam alone."""
+    truth, maps = phantom(), smooth_maps(4, SIZE)
+    mask = column_mask(4, 0.16, seed=1).expand(3, -1)
+    kspace = mask[:, None, None, :] * fft2c(maps * truth).expand(3, -1, -1, -1)
+    batch = Sample(
+        image=torch.zeros(3, 1, SIZE, SIZE),
+        target=torch.zeros(3, 1, SIZE, SIZE),
+        fname=["file_x.h5"] * 3,
+        slice_num=torch.arange(3),
+        masked_kspace=kspace,
+        mask=mask,
+    )
+    settings, lambdas, cpu = TVSettings(1e-3, 20, 0.0), [1e-4, 1e-3, 1e-2], torch.device("cpu")
+    calls = []
+    counted = tv.estimate_maps
+
+    def estimate(*args: object) -> tuple:
+        calls.append(args)
+        return counted(*args)
+
+    monkeypatch.setattr(tv, "estimate_maps", estimate)
+    swept = tv_volume_lambdas(batch, settings, lambdas, cpu, batch_size=2)
+    assert len(calls) == 2
+    for lam, result in zip(lambdas, swept, strict=True):
+        alone = tv_volume(batch, TVSettings(lam, 20, 0.0), cpu, batch_size=2)
+        torch.testing.assert_close(result.images, alone.images, rtol=0, atol=0)
+    assert not torch.equal(swept[0].images, swept[2].images)

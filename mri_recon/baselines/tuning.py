@@ -1,9 +1,10 @@
 """Choosing the TV weight lam per acceleration on validation volumes (`mri-recon-tune-tv`).
 
 For each acceleration every lam reconstructs every volume of the split (``max_volumes``: the
-first N) with the same fixed masks. The chosen lam has the best mean ``metric`` among those with
-no volume worse than zero-filled on NMSE (a baseline that makes some volume worse than doing
-nothing is not a baseline); if every lam makes one worse, the best overall, with a warning.
+first N) with the same fixed masks and coil maps (estimated once per volume for every lam). The
+chosen lam has the best mean ``metric`` among those with no volume worse than zero-filled on
+NMSE (a baseline that makes some volume worse than doing nothing is not a baseline); if every
+lam makes one worse, the best overall, with a warning.
 """
 
 import csv
@@ -16,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from mri_recon.baselines.tv import tv_settings, tv_volume
+from mri_recon.baselines.tv import tv_settings, tv_volume_lambdas
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.loaders import fixed_mask_datasets, volume_loader
 from mri_recon.errors import UserError
@@ -52,13 +53,14 @@ def sweep(cfg: DictConfig) -> dict[str, dict[float, LamScore]]:
                 break
             target = unnormalize(batch.target, batch)
             zero_filled = volume_metrics(target, unnormalize(batch.image, batch))["NMSE"]
-            for lam in cfg.lambdas:
-                settings = tv_settings(cfg.baseline, cfg.data.challenge, acceleration, float(lam))
-                result = tv_volume(batch, settings, device, cfg.baseline.batch_size)
+            lambdas = [float(lam) for lam in cfg.lambdas]
+            settings = tv_settings(cfg.baseline, cfg.data.challenge, acceleration, lambdas[0])
+            results = tv_volume_lambdas(batch, settings, lambdas, device, cfg.baseline.batch_size)
+            for lam, result in zip(lambdas, results, strict=True):
                 metrics = volume_metrics(target, result.images.numpy())
-                values[float(lam)].append(metrics)
+                values[lam].append(metrics)
                 if metrics["NMSE"] > zero_filled:
-                    worse[float(lam)].append(batch.fname[0])
+                    worse[lam].append(batch.fname[0])
                 maps = result.maps
         scores[str(acceleration)] = {
             lam: LamScore(

@@ -11,7 +11,8 @@ w = S x (coil images) and z = grad x, which converges for this non-smooth proble
 
     x <- argmin |S x - w + u|^2 + |grad x - z + v|^2     exact: S^H S = I, grad^H grad is
                                                           diagonal in k-space (one FFT pair)
-    w <- argmin 1/2 |M F w - y|^2 + rho/2 |w - S x - u|^2 exact per coil in k-space
+    w <- argmin 1/2 |M F w - y|^2 + rho/2 |w - S x - u|^2 exact per coil in k-space (M masks
+                                                          columns only: 1-D FFTs along them)
     z <- shrink(grad x + v, lam / rho)                    isotropic soft-thresholding
     u, v <- u + S x - w, v + grad x - z
 
@@ -34,7 +35,7 @@ multiplied back), so lam means the same thing on every file whatever the raw uni
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -44,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from mri_recon.baselines.coil_maps import MapSettings, estimate_maps
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError
-from mri_recon.fourier import fft2c, ifft2c
+from mri_recon.fourier import fft2c, fftc, ifft2c, ifftc
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,18 @@ class SenseOperator:
     def ifft(self, k: torch.Tensor) -> torch.Tensor:
         return ifft2c(k) if self.centered else torch.fft.ifft2(k, norm="ortho")
 
+    def fft_columns(self, x: torch.Tensor) -> torch.Tensor:
+        """The FFT along the last dimension (the masked, phase-encoding one) alone."""
+        return fftc(x, dim=-1) if self.centered else torch.fft.fft(x, dim=-1, norm="ortho")
+
+    def ifft_columns(self, k: torch.Tensor) -> torch.Tensor:
+        return ifftc(k, dim=-1) if self.centered else torch.fft.ifft(k, dim=-1, norm="ortho")
+
+    def ifft_rows(self, k: torch.Tensor) -> torch.Tensor:
+        """The inverse FFT along the rows (the fully sampled readout) alone: ``ifft`` is this,
+        then ``ifft_columns``."""
+        return ifftc(k, dim=-2) if self.centered else torch.fft.ifft(k, dim=-2, norm="ortho")
+
     def expand(self, x: torch.Tensor) -> torch.Tensor:
         """Coil images S x: (B, H, W) -> (B, C, H, W)."""
         return x[:, None] if self.maps is None else self.maps * x[:, None]
@@ -184,19 +197,24 @@ class Residuals(NamedTuple):
 def admm_step(
     state: AdmmState,
     operator: SenseOperator,
-    measured: torch.Tensor,
+    measured_rows: torch.Tensor,
     spectrum: torch.Tensor,
     lam: float,
 ) -> tuple[AdmmState, tuple[torch.Tensor, ...]]:
-    """One ADMM iteration: the new state, and what its residuals are computed from."""
+    """One ADMM iteration: the new state, and what its residuals are computed from.
+
+    measured_rows: the masked k-space (B, C, H, W) with its rows inverse transformed
+    (``operator.ifft_rows``)."""
     x_old, coils_old, grad_old, u_coils, u_grad, rho = state
     # x: argmin |S x - coils + u_coils|^2 + |grad x - grad_var + u_grad|^2, exact in k-space.
     rhs = operator.combine(coils_old - u_coils) + gradient_adjoint(grad_old - u_grad)
     x = operator.ifft(operator.fft(rhs) / spectrum)
     coil_images, grad_x = operator.expand(x), gradient(x)
-    # Coil images: data consistency per coil, exact in k-space.
-    coils = operator.ifft(
-        (measured + rho * operator.fft(coil_images + u_coils)) / (operator.mask + rho)
+    # Coil images: data consistency per coil, exact in k-space. The mask and rho are constant
+    # along the rows, so the rows' FFT pair cancels: (y + rho F v) / (M + rho) inverse
+    # transformed is F_c^H ((F_r^H y + rho F_c v) / (M + rho)), F_c along the columns alone.
+    coils = operator.ifft_columns(
+        (measured_rows + rho * operator.fft_columns(coil_images + u_coils)) / (operator.mask + rho)
     )
     grad = shrink(grad_x + u_grad, lam / rho)
     u_coils, u_grad = u_coils + coil_images - coils, u_grad + grad_x - grad
@@ -250,7 +268,7 @@ def solve_tv(
     batch = kspace.shape[0]
     spectrum = 1 + laplacian_spectrum(*kspace.shape[-2:], kspace.device)  # of S^H S + grad^H grad
     spectrum = torch.fft.ifftshift(spectrum)  # the natural order of a plain FFT
-    measured = operator.mask * kspace
+    measured_rows = operator.ifft_rows(operator.mask * kspace)
     x = operator.adjoint(kspace)
     coils, grad = operator.expand(x), gradient(x)
     rho = torch.full((batch, 1, 1, 1), settings.rho_per_lam * settings.lam, device=x.device)
@@ -258,7 +276,7 @@ def solve_tv(
     active = torch.ones(batch, dtype=torch.bool, device=x.device)
     iterations = torch.zeros(batch, dtype=torch.long, device=x.device)
     for iteration in range(1, settings.iterations + 1):
-        new, parts = admm_step(state, operator, measured, spectrum, settings.lam)
+        new, parts = admm_step(state, operator, measured_rows, spectrum, settings.lam)
         check = settings.tolerance > 0 and iteration % CHECK_EVERY == 0
         balance = settings.balance is not None and iteration % CHECK_EVERY == 0
         if check or balance:
@@ -332,7 +350,18 @@ def tv_solve(
 
     masked_kspace: (B, H, W) single-coil or (B, C, H, W) multi-coil complex; mask: (B, W) columns.
     """
-    kspace, operator, scale, support, method = scaled_problem(masked_kspace, mask, settings.maps)
+    problem = scaled_problem(masked_kspace, mask, settings.maps)
+    return solve_scaled(problem, crop, settings)
+
+
+def solve_scaled(
+    problem: tuple[torch.Tensor, SenseOperator, torch.Tensor, torch.Tensor, str],
+    crop: tuple[int, int],
+    settings: TVSettings,
+) -> TVResult:
+    """``tv_solve`` of a problem ``scaled_problem`` set up (so that one volume's coil maps serve
+    every lam of a sweep)."""
+    kspace, operator, scale, support, method = problem
     x, _ = solve_tv(kspace, operator, settings)
     start = operator.adjoint(kspace)
     bad = diverged(x, start, operator, kspace, settings.growth)
@@ -376,23 +405,38 @@ def tv_volume(
 ) -> TVResult:
     """TV reconstruction of one volume batch (``keep_kspace`` samples), ``batch_size`` slices at
     a time on ``device``: images (slices, H, W) float32 on the CPU, the guard's slices, the maps."""
+    return tv_volume_lambdas(batch, settings, [settings.lam], device, batch_size)[0]
+
+
+def tv_volume_lambdas(
+    batch: Sample,
+    settings: TVSettings,
+    lambdas: list[float],
+    device: torch.device,
+    batch_size: int,
+) -> list[TVResult]:
+    """``tv_volume`` at each of ``lambdas`` (``settings`` otherwise), the coil maps of each
+    ``batch_size`` slices estimated once for all of them."""
     crop = tuple(batch.image.shape[-2:])
-    parts = [
-        tv_solve(
-            batch.masked_kspace[i : i + batch_size].to(device),
-            batch.mask[i : i + batch_size].to(device),
-            crop,
-            settings,
-        )
-        for i in range(0, len(batch.fname), batch_size)
-    ]
+    parts: list[list[TVResult]] = [[] for _ in lambdas]
+    for i in range(0, len(batch.fname), batch_size):
+        kspace = batch.masked_kspace[i : i + batch_size].to(device)
+        problem = scaled_problem(kspace, batch.mask[i : i + batch_size].to(device), settings.maps)
+        for results, lam in zip(parts, lambdas, strict=True):
+            results.append(solve_scaled(problem, crop, replace(settings, lam=lam)))
+    return [joined(batch, results, lam) for results, lam in zip(parts, lambdas, strict=True)]
+
+
+def joined(batch: Sample, parts: list[TVResult], lam: float) -> TVResult:
+    """One volume's result from its chunks' (images on the CPU in float32); each slice the guard
+    replaced is logged with its file and slice number."""
     images = torch.cat([part.images.cpu() for part in parts]).to(torch.float32)
     bad = torch.cat([part.diverged.cpu() for part in parts])
     for index in bad.nonzero().flatten().tolist():
         log.warning(
             "TV (lam %g): %s slice %d diverged (its norm or data residual grew past the "
             "zero-filled image's); its zero-filled image is returned instead",
-            settings.lam,
+            lam,
             batch.fname[index],
             int(batch.slice_num[index]),
         )
