@@ -1,6 +1,8 @@
 """GPU rows of the benchmarks (`make gpu-check` runs them): training steps of our U-Net and
 VarNet against fastMRI's at release size, in fp32, the precision ``auto`` picks and compiled;
-seconds per slice; peak GPU memory; the device-side transform; the GPU's bf16 matrix rate.
+seconds per slice; peak GPU memory; the device-side transform; the GPU's bf16 matrix rate;
+multi-coil TV's seconds per slice (ESPIRiT maps and the configured lam, a generated volume of 8
+release-size slices in one batch).
 
     .venv/bin/python scripts/benchmark_gpu.py [--root data/demo] [--size release|demo]
 
@@ -13,10 +15,12 @@ more, for the compilation), the GPU synchronized around each timed call. ``--siz
 
 import argparse
 import functools
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import benchmark_data
+import benchmark_tv
 import torch
 from benchmark_flops import MM_SIZE, best_gflops
 from benchmark_train import median_milliseconds
@@ -25,6 +29,7 @@ from fastmri.models import Unet as FastmriUnet
 from fastmri.models import VarNet as FastmriVarNet
 from torch.utils.flop_counter import FlopCounterMode
 
+from mri_recon.baselines.tv import tv_settings
 from mri_recon.config import PROJECT_DIR
 from mri_recon.data.transforms import Sample
 from mri_recon.losses import L1Loss, StructuralLoss
@@ -195,6 +200,23 @@ def bf16_matmul_gflops(device: str, size: int = 4 * MM_SIZE) -> float:
     return best_gflops(functools.partial(torch.mm, matrix, matrix), 2 * size**3, device)
 
 
+def tv_seconds_per_slice(root: Path, size_name: str, device: str) -> dict[int, float]:
+    """{acceleration: seconds a slice} of multi-coil TV as evaluation runs it (maps included)
+    on one volume: a generated release-size one (8 slices, 15 coils, 640x368) or, for
+    ``--size demo``, the demo's first val volume."""
+    baseline = benchmark_tv.load_configs()[0].baseline
+    with tempfile.TemporaryDirectory() as tmp:
+        if size_name == "release":
+            root = Path(tmp)
+            benchmark_tv.make_release_data(root)
+        seconds = {}
+        for acceleration in (4, 8):
+            batch = benchmark_tv.volumes(root, "multicoil", acceleration, 1)[0]
+            settings = tv_settings(baseline, "multicoil", acceleration)
+            seconds[acceleration] = benchmark_tv.ours(batch, settings, device)[1]
+    return seconds
+
+
 def run(root: Path, size_name: str, device: str, repeats: int) -> str:
     """The GPU section of docs/gpu.md (markdown)."""
     sizes = SIZES[size_name]
@@ -204,6 +226,7 @@ def run(root: Path, size_name: str, device: str, repeats: int) -> str:
     varnet = varnet_rows(sizes["varnet"], device, repeats)
     ours_s, theirs_s = varnet_seconds_per_slice(sizes["varnet"], device)
     transform, _ = benchmark_data.device_transform_rate(root, "multicoil")
+    tv = tv_seconds_per_slice(root, size_name, device)
     batch_size, height, width = sizes["unet"]
     coils, kheight, kwidth, _ = sizes["varnet"]
     return "\n".join(
@@ -225,6 +248,10 @@ def run(root: Path, size_name: str, device: str, repeats: int) -> str:
             "",
             f"Device-side zero-filled transform (`data.transform_on=device`), multi-coil demo "
             f"slices: {transform:.0f} slices/s.",
+            "",
+            f"Multi-coil TV ({size_name} size, ESPIRiT maps, configured lam, all slices of a "
+            f"volume in one batch): {tv[4]:.3f} s a slice at 4x, {tv[8]:.3f} s at 8x. BART 0.8 "
+            "(CPU only) took 13.8 and 13.0 s a release slice on a 2-core AMD EPYC (docs/results.md).",
         ]
     )
 

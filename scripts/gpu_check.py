@@ -10,8 +10,11 @@ the others did; the exit status is 1 if any failed:
 1. the test suite with CUDA visible (tests that need a GPU run; the others as on a CPU),
 2. make train's run on the GPU (32 epochs of the single-coil demo, validations included), the
    GPU's busy % sampled by nvidia-smi while it trains,
-3. its evaluation: zero-filled, TV and the U-Net on the val split,
-4. the GPU rows of the benchmarks (scripts/benchmark_gpu.py).
+3. the first 8 epochs of that run again with ``trainer.defer_sync=true`` (the host reads each
+   step's loss and NaN check one step later), its seconds an epoch and busy % beside the plain
+   run's: the measurement that decides whether it becomes the default,
+4. its evaluation: zero-filled, TV and the U-Net on the val split,
+5. the GPU rows of the benchmarks (scripts/benchmark_gpu.py).
 """
 
 import argparse
@@ -34,7 +37,8 @@ from mri_recon.config import PROJECT_DIR
 BIN = Path(sys.executable).parent
 SCRIPTS = PROJECT_DIR / "scripts"
 # Seconds each stage may take (an H200 needs about a third of them).
-LIMITS = {"data": 180, "suite": 420, "train": 300, "eval": 240, "bench": 420}
+LIMITS = {"data": 180, "suite": 420, "train": 300, "deferred": 120, "eval": 240, "bench": 420}
+DEFERRED_EPOCHS = 8
 
 
 class Stage(NamedTuple):
@@ -117,7 +121,8 @@ def training_summary(run_dir: Path, busy: BusySampler) -> list[str]:
     progress = state["progress"]
     return [
         f"- training: {state['seconds']:.1f} s (validations and checkpoints included), "
-        f"{progress['epoch']} epochs, {progress['global_step']} steps",
+        f"{progress['epoch']} epochs, {progress['global_step']} steps, "
+        f"{state['seconds'] / max(progress['epoch'], 1):.2f} s an epoch",
         f"- GPU busy while it trained: {busy.summary()}",
         f"- last validation: NMSE {metrics['NMSE']['mean']:.4f}, PSNR "
         f"{metrics['PSNR']['mean']:.2f}, SSIM {metrics['SSIM']['mean']:.4f}",
@@ -144,7 +149,13 @@ def evaluation_table(run_dir: Path) -> list[str]:
     return lines
 
 
-def report(stages: list[Stage], train: list[str], evaluation: list[str], command: str) -> str:
+def report(
+    stages: list[Stage],
+    train: list[str],
+    deferred: list[str],
+    evaluation: list[str],
+    command: str,
+) -> str:
     """docs/gpu.md."""
     lines = [
         "# GPU check",
@@ -162,7 +173,9 @@ def report(stages: list[Stage], train: list[str], evaluation: list[str], command
             line for line in suite.output.splitlines() if " passed" in line or " failed" in line
         ]
         lines += ["## Test suite with CUDA visible", "", f"`{(closing or ['no summary'])[-1]}`", ""]
-    lines += ["## make train's run on this machine", "", *train, "", "## Its evaluation", ""]
+    lines += ["## make train's run on this machine", "", *train, ""]
+    lines += [f"With `trainer.defer_sync=true` ({DEFERRED_EPOCHS} epochs):", "", *deferred, ""]
+    lines += ["## Its evaluation", ""]
     lines += [*evaluation, ""]
     bench = next((s for s in stages if s.name == "bench"), None)
     if bench is not None:
@@ -178,21 +191,29 @@ def commands(work: Path, dry_run: bool) -> dict[str, list[str]]:
     """Each stage's command (``dry_run``: small, on the CPU, for a machine without a GPU)."""
     python = str(BIN / "python")
     suite = [str(BIN / "pytest"), "-q", "-n", "auto", "-m", "not slow", "-p", "no:cacheprovider"]
-    train = [
-        str(BIN / "mri-recon-train"),
-        f"hydra.run.dir={work / 'train'}",
-        "trainer.max_time=null",
-    ]
+    train = [str(BIN / "mri-recon-train"), f"hydra.run.dir={work / 'train'}"]
+    train.append("trainer.max_time=null")
+    deferred = [str(BIN / "mri-recon-train"), f"hydra.run.dir={work / 'deferred'}"]
+    deferred += ["trainer.max_time=null", "trainer.defer_sync=true"]
+    deferred.append(f"trainer.max_epochs={DEFERRED_EPOCHS}")
     evaluate = [str(BIN / "mri-recon-eval"), f"hydra.run.dir={work / 'eval'}"]
     evaluate.append(f"checkpoint={work / 'train' / 'checkpoints' / 'best.pt'}")
     bench = [python, str(SCRIPTS / "benchmark_gpu.py")]
     if dry_run:
         suite += ["tests/test_devices.py"]
         train += ["trainer.max_epochs=1", "trainer.device=cpu"]
+        deferred += ["trainer.max_epochs=1", "trainer.device=cpu"]
         evaluate += ["device=cpu"]
         bench += ["--size", "demo", "--device", "cpu", "--repeats", "2"]
     data = [str(BIN / "mri-recon-data"), f"out={PROJECT_DIR / 'data' / 'demo'}"]
-    return {"data": data, "suite": suite, "train": train, "eval": evaluate, "bench": bench}
+    return {
+        "data": data,
+        "suite": suite,
+        "train": train,
+        "deferred": deferred,
+        "eval": evaluate,
+        "bench": bench,
+    }
 
 
 def main() -> None:
@@ -218,10 +239,13 @@ def main() -> None:
     with BusySampler() as busy:
         stages.append(run_stage("train", steps["train"], LIMITS["train"]))
     train = training_summary(work / "train", busy)
+    with BusySampler() as busy:
+        stages.append(run_stage("deferred", steps["deferred"], LIMITS["deferred"]))
+    deferred = training_summary(work / "deferred", busy)
     stages.append(run_stage("eval", steps["eval"], LIMITS["eval"]))
     stages.append(run_stage("bench", steps["bench"], LIMITS["bench"]))
     command = "scripts/gpu_check.py --dry-run" if args.dry_run else "make gpu-check"
-    text = report(stages, train, evaluation_table(work / "eval"), command)
+    text = report(stages, train, deferred, evaluation_table(work / "eval"), command)
     out = args.out or (work / "gpu.md" if args.dry_run else PROJECT_DIR / "docs" / "gpu.md")
     out.write_text(text + "\n")
     print(f"[gpu-check] wrote {out}")

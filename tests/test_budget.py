@@ -16,7 +16,7 @@ import torch
 
 from mri_recon.errors import UserError
 from mri_recon.schedulers import Horizon, warmup_step
-from mri_recon.training import budget, loop
+from mri_recon.training import budget
 from mri_recon.training.loop import Training
 from mri_recon.training.settings import check_config
 
@@ -122,6 +122,21 @@ def test_the_pace_leaves_the_warmup_and_one_offs_out() -> None:
     assert (ends[-1] - clock.started) / len(ends) == pytest.approx(1.995)
 
 
+def test_a_typical_epochs_first_step_counts() -> None:
+    """After the first epoch of a process, an epoch's slow first step (the loader refilling
+    after the validation) is a step like the others: a plan without it falls short each epoch."""
+    clock = clock_with(2.0, list(2.0 + np.cumsum([0.3] + [0.1] * 9)))
+    assert clock.steady_step_seconds() == pytest.approx(0.1)
+    clock.first_step_one_off = False
+    assert clock.steady_step_seconds() == pytest.approx(1.2 / 10)
+
+
+def test_a_run_plans_from_its_second_epoch_unless_the_first_was_long() -> None:
+    assert not budget.plans_now(epochs_run=1, spent=6.0, budget_seconds=60)
+    assert budget.plans_now(epochs_run=2, spent=12.0, budget_seconds=60)
+    assert budget.plans_now(epochs_run=1, spent=6.5, budget_seconds=60)  # over a tenth
+
+
 def test_the_pace_of_a_very_short_epoch() -> None:
     assert clock_with(1.0, [3.0]).steady_step_seconds() == 2.0  # one step: that step
     assert clock_with(1.0, [3.0, 3.5]).steady_step_seconds() == 0.5
@@ -170,8 +185,8 @@ def test_step_milestones_that_cannot_work_are_one_line(milestones: str) -> None:
 def test_budget_run_ends_at_its_planned_step_with_the_schedule_finished(
     tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A plan of 13 steps (as a budget would fix it after epoch 1): two full epochs and 3 steps
-    of a third, validated; the cosine reaches its minimum at step 13."""
+    """A plan of 13 steps (as a budget would fix it after epoch 2, the first typical one): two
+    full epochs and 3 steps of a third, validated; the cosine reaches its minimum at step 13."""
     monkeypatch.setattr(budget, "planned_steps", lambda *args, **kwargs: PLANNED)
     args = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", "debug=tiny"]
     args += ["trainer.max_epochs=null", "trainer.max_time=00:10:00"]
@@ -206,15 +221,16 @@ def test_budget_that_max_epochs_ends_first_is_the_epoch_run(
 def test_budget_run_killed_then_resumed_matches_uninterrupted(
     tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SIGKILL after the budget fixed the run's length (step 7, in epoch 2): the resumed run,
-    which must not plan again, ends equal to an uninterrupted run with the same plan."""
+    """SIGKILL after the budget fixed the run's length (step 12, in epoch 3; the plan came after
+    epoch 2): the resumed run, which must not plan again, ends equal to an uninterrupted run with
+    the same plan."""
     budget_args = ["trainer.max_epochs=null", "trainer.max_time=00:10:00"]
     run_dir = tmp_path / "killed" / "run"
-    args = [str(7), str(int(signal.SIGKILL)), *train_args(tiny_root, run_dir, *budget_args)]
+    args = [str(12), str(int(signal.SIGKILL)), *train_args(tiny_root, run_dir, *budget_args)]
     killed = subprocess.run(
         [sys.executable, "-c", PLAN_THEN_SIGNAL, *args], capture_output=True, timeout=600
     )
-    assert killed.returncode == -signal.SIGKILL and checkpoint_step(run_dir) >= 7
+    assert killed.returncode == -signal.SIGKILL and checkpoint_step(run_dir) >= 10
     assert saved(run_dir)["progress"]["budget_steps"] == PLANNED
 
     straight = tmp_path / "straight" / "run"
@@ -236,6 +252,58 @@ def test_every_rank_takes_rank_0s_decision(monkeypatch: pytest.MonkeyPatch) -> N
     assert budget.decide(budget.TimeBudget(100, 0.05), 2, pace, 10, 10, max_steps=None) == 40
 
 
+def test_a_run_behind_its_plan_skips_a_validation_only_where_that_saves_the_plan() -> None:
+    """Steps of 1 s, epochs of 10 steps whose start and last.pt cost 0.5 s, validations of 4 s,
+    30 steps left: 30 + 3 * 0.5 + 1.5 * 4 = 37.5 s of work left (41.25 s with the 10% margin),
+    and a validation now adds 4 s."""
+    pace = budget.Pace(
+        step_seconds=1.0, epoch_start_seconds=0.5, validation_seconds=4.0, checkpoint_seconds=0.0
+    )
+
+    def skip(spent: float) -> bool:
+        return budget.skip_validation(
+            budget.TimeBudget(100, 0.1), spent, pace, steps_left=30, steps_per_epoch=10
+        )
+
+    assert not skip(54.75)  # 54.75 + 4 + 41.25 = 100: on plan with the margin, validated
+    assert skip(55) and skip(62.5)  # behind: only without this validation does the rest fit
+    assert not skip(63)  # out of reach either way: validated, and the run is ended in time
+
+
+def test_a_skipped_validation_leaves_the_run_as_it_was(
+    tiny_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A budget run that skips epoch 3's validation (as behind its plan, fixed after epoch 2)
+    ends at its planned step with the weights, optimizer and final metrics of one that
+    validated every epoch; the log says which validation was left out."""
+    caplog.set_level(logging.INFO, logger="mri_recon")
+    planned = 18  # three full epochs and 3 steps of a fourth
+    monkeypatch.setattr(budget, "planned_steps", lambda *args, **kwargs: planned)
+    args = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}", "debug=tiny"]
+    args += ["trainer.max_epochs=null", "trainer.max_time=00:10:00"]
+    validated = train_in_process(tmp_path / "validated", *args)
+    assert "validation skipped" not in caplog.text
+    # Epoch 3 ends at step 15, with 3 planned steps left.
+    monkeypatch.setattr(budget, "skip_validation", lambda **kwargs: kwargs["steps_left"] == 3)
+    skipped = train_in_process(tmp_path / "skipped", *args)
+    assert "epoch 3/4  train loss" in caplog.text
+    assert (
+        "validation skipped: behind the budget's plan, so that the run still reaches step 18"
+        in caplog.text
+    )
+    a, b = saved(tmp_path / "validated"), saved(tmp_path / "skipped")
+    assert b["progress"]["global_step"] == b["progress"]["budget_steps"] == planned
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert str(a["optimizer"]) == str(b["optimizer"])
+    assert skipped.metrics == validated.metrics and "SSIM" in skipped.metrics
+    written = json.loads((tmp_path / "skipped" / "metrics.json").read_text())
+    assert written["val"] == validated.metrics and written["best"]["epoch"] != 3
+
+
 def test_budget_run_behind_its_plan_ends_inside_its_budget(
     tiny_root: Path,
     tmp_path: Path,
@@ -254,7 +322,7 @@ def test_budget_run_behind_its_plan_ends_inside_its_budget(
     assert STEPS_PER_EPOCH <= progress["global_step"] < 100_000
     assert progress["budget_steps"] == progress["global_step"] and result.stopped_by is None
     ending = state["validation_seconds"] + 2 * state["checkpoint_seconds"]
-    assert state["seconds"] + loop.ENDING_SLACK * ending >= 2
+    assert state["seconds"] + budget.ENDING_SLACK * ending >= 2
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["val"] == result.metrics and "SSIM" in metrics["val"]
     assert "of the 100000 planned" in caplog.text

@@ -27,15 +27,18 @@ from mri_recon.training.reporting import Reporter
 from mri_recon.training.run_lock import run_lock
 from mri_recon.training.settings import check_config
 from mri_recon.training.state import TrainState
-from mri_recon.training.step import train_step
+from mri_recon.training.step import (
+    StepResult,
+    check_deferrable,
+    gradients,
+    queue_update,
+    settle,
+    train_step,
+)
 from mri_recon.training.stopping import StopRequest
 from mri_recon.training.validation import panel_slices, validate
 
 log = logging.getLogger(__name__)
-
-# A run behind its plan keeps back this many times its last validation and checkpoint writes
-# (a busy host slows them too), so that it still ends inside its budget.
-ENDING_SLACK = 1.5
 
 
 class TrainingDiverged(UserError):
@@ -91,6 +94,8 @@ class Training:
         self.state = TrainState.create(cfg, runtime, steps_per_epoch=len(self.data.train_loader))
         if checkpoint is not None:
             self.state.load_state_dict(checkpoint)
+        if self.trainer.defer_sync:
+            check_deferrable(self.state.optimizer)
         self.state.module = runtime.training_module(self.state.model, self.trainer.compile)
         # Where results go: log, TensorBoard, metrics.json (rank 0), checkpoints/.
         self.reporter = Reporter(run_dir, cfg, self.state)
@@ -102,6 +107,7 @@ class Training:
         # current epoch's (a budget's pace).
         self.clock = (time.perf_counter(), self.state.seconds)
         self.epoch_clock = budget.EpochClock()
+        self.epochs_run = 0  # by this process (its first holds the one-offs)
 
     def run(self) -> TrainingResult:
         """Epochs until the run's end (``max_epochs``, or the steps its budget fixed), or
@@ -117,7 +123,8 @@ class Training:
                     train_loss = self.train_epoch(epoch)
                     if train_loss is None:  # stopped mid-epoch, checkpoint written
                         break
-                    metrics = self.end_epoch(epoch, train_loss, time.perf_counter() - start)
+                    seconds = time.perf_counter() - start
+                    metrics = self.end_epoch(epoch, train_loss, seconds) or metrics
                     epochs.total = self.planned()
                     epochs.update()
                     if self.stop.agreed():  # a stop request that came during validation
@@ -144,7 +151,7 @@ class Training:
         return last_epoch is not None and state.epoch >= last_epoch
 
     def planned(self) -> int | None:
-        """How many epochs the run has (None: a budget run before its first epoch's end)."""
+        """How many epochs the run has (None: a budget run before its plan)."""
         if not self.state.budgeted:
             return self.trainer.max_epochs
         total = self.state.horizon.total_steps
@@ -164,44 +171,73 @@ class Training:
         """One pass over the training slices (in a budget run's last epoch, up to its last
         step); the mean loss of its steps (nan if none).
 
-        After a stop request the step finishes, last.pt is written and None returned.
+        After a stop request the step finishes, last.pt is written and None returned. With
+        ``trainer.defer_sync`` each step is counted once the next one's gradients are queued
+        (``training.step``); a step that ends the run or the epoch early leaves the next one's
+        gradients unused, and that batch is replayed on resume.
         """
         state, losses = self.state, []
-        clip = self.trainer.gradient_clip_val
-        every = self.trainer.checkpoint_every_n_steps
         self.reporter.restart_window()
-        self.epoch_clock = budget.EpochClock()
+        self.epoch_clock = budget.EpochClock(first_step_one_off=self.epochs_run == 0)
+        self.epochs_run += 1
         bar = tqdm(self.data.train_loader, desc=f"epoch {epoch + 1}", leave=False, unit="batch")
+        queued, outcome = None, None  # deferred: (step, batch index, batch size) not yet counted
         for index, batch in enumerate(bar):
             self.epoch_clock.batch_arrived()
             if index < state.batches_done:  # replaying a partly finished epoch after a resume
                 continue
-            result = train_step(state, batch, self.runtime, clip)
-            self.epoch_clock.step_ended()
-            state.batches_done = index + 1
-            if not result.applied:
-                self.skip_bad_step(result.loss)
-                continue
-            state.bad_steps, state.global_step = 0, state.global_step + 1
-            losses.append(result.loss)
-            bar.set_postfix(loss=f"{result.loss:.4f}")
-            self.reporter.step(state, result.loss, len(batch.fname))
-            stop = self.stop.agreed(state.global_step)
-            if stop or (every and state.global_step % every == 0):
-                self.save("last.pt")
-            if stop:
-                return None
-            if self.behind_budget(state.global_step):
-                self.end_budget_here()
-            if self.complete():  # a budget run's last step
+            size, clip = len(batch.fname), self.trainer.gradient_clip_val
+            if not self.trainer.defer_sync:
+                result = train_step(state, batch, self.runtime, clip)
+                outcome = self.count_step(result, index, size, losses)
+            else:
+                pending = gradients(state, batch, self.runtime, clip)
+                if queued is not None:
+                    outcome = self.count_step(settle(state, queued[0]), *queued[1:], losses)
+                if outcome is None:
+                    queue_update(state, pending)
+                    queued = (pending, index, size)
+            if losses:
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if outcome is not None:
                 break
+        else:
+            if queued is not None:  # deferred: the epoch's last step
+                outcome = self.count_step(settle(state, queued[0]), *queued[1:], losses)
         bar.close()
+        if outcome == "stop":
+            return None
         return float(np.mean(losses)) if losses else math.nan
+
+    def count_step(
+        self, result: StepResult, index: int, batch_size: int, losses: list[float]
+    ) -> str | None:
+        """Count a finished step (batch ``index`` of the epoch): counters, its loss in
+        ``losses`` and TensorBoard, stop requests, periodic checkpoints, the budget. Returns
+        "stop" (a stop request: last.pt written), "end" (a budget run's last step) or None."""
+        state = self.state
+        self.epoch_clock.step_ended()
+        state.batches_done = index + 1
+        if not result.applied:
+            self.skip_bad_step(result.loss)
+            return None
+        state.bad_steps, state.global_step = 0, state.global_step + 1
+        losses.append(result.loss)
+        self.reporter.step(state, result.loss, batch_size)
+        stop = self.stop.agreed(state.global_step)
+        every = self.trainer.checkpoint_every_n_steps
+        if stop or (every and state.global_step % every == 0):
+            self.save("last.pt")
+        if stop:
+            return "stop"
+        if self.behind_budget(state.global_step):
+            self.end_budget_here()
+        return "end" if self.complete() else None
 
     def behind_budget(self, step: int | None = None) -> bool:
         """Whether a budget run with a fixed plan has no time left for more steps: its loop's
         seconds plus one validation and two checkpoint writes (times ENDING_SLACK) reach the
-        budget (its steps got slower than the first epoch measured).
+        budget (its steps got slower than the epoch it measured).
 
         ``step``: under torchrun the ranks only compare every ``stop_check_every_n_steps``
         steps (False in between); None: compare now (at an epoch's end).
@@ -213,7 +249,7 @@ class Training:
         if not self.stop.ranks_compare(step):
             return False
         ending = state.validation_seconds + 2 * state.checkpoint_seconds
-        late = self.elapsed() + ENDING_SLACK * ending >= self.budget_seconds
+        late = self.elapsed() + budget.ENDING_SLACK * ending >= self.budget_seconds
         return distributed.any_rank(late, self.runtime.device)
 
     def end_budget_here(self) -> None:
@@ -222,7 +258,7 @@ class Training:
         state = self.state
         log.warning(
             "budget %s: %.0fs spent at step %d of the %d planned (steps got slower than the "
-            "first epoch's); the run ends at this step, inside its budget",
+            "epoch it measured); the run ends at this step, inside its budget",
             self.trainer.max_time,
             self.elapsed(),
             state.global_step,
@@ -259,44 +295,80 @@ class Training:
                 "Lower optimizer.lr or set trainer.gradient_clip_val"
             )
 
-    def end_epoch(self, epoch: int, train_loss: float, train_seconds: float) -> dict[str, Any]:
-        """Validate, count the epoch, write its TensorBoard events, write best.pt (if SSIM
-        improved), fix a budget run's length (after its first epoch, from the validation, the
-        events and best.pt's write, all timed) or end one that is behind its plan, log the
-        epoch, then write last.pt (the checkpoint a run resumes from never runs ahead of its
-        epoch's events).
+    def end_epoch(
+        self, epoch: int, train_loss: float, train_seconds: float
+    ) -> dict[str, Any] | None:
+        """Validate (unless a budget run behind its plan skips it), count the epoch, write its
+        TensorBoard events, write best.pt (if SSIM improved), fix a budget run's length (after
+        a typical epoch, from the validation, the events and best.pt's write, all timed) or end
+        one that is behind its plan, log the epoch, then write last.pt (the checkpoint a run
+        resumes from never runs ahead of its epoch's events). Returns the validation metrics
+        (None: skipped).
 
         ``train_seconds``: the epoch's training seconds in this process (the budget's pace comes
         from ``epoch_clock``).
         """
         state = self.state
         start = time.perf_counter()
-        result = validate(state, self.data.val_loader, self.runtime, self.panel_keys)
+        result = None
+        if not self.skip_validation():
+            result = validate(state, self.data.val_loader, self.runtime, self.panel_keys)
         state.epoch, state.batches_done = epoch + 1, 0
         seconds = train_seconds + time.perf_counter() - start
         self.reporter.epoch_events(state, train_loss, result, seconds)
-        state.validation_seconds = time.perf_counter() - start  # with its report
-        if result.metrics["SSIM"]["mean"] > state.best_ssim:
-            state.best_ssim, state.best_epoch = result.metrics["SSIM"]["mean"], epoch + 1
-            self.save("best.pt")
+        if result is not None:
+            state.validation_seconds = time.perf_counter() - start  # with its report
+            if result.metrics["SSIM"]["mean"] > state.best_ssim:
+                state.best_ssim, state.best_epoch = result.metrics["SSIM"]["mean"], epoch + 1
+                self.save("best.pt")
         if state.budgeted and state.horizon.total_steps is None:
             self.fix_budget(state.validation_seconds)
-        elif self.behind_budget():  # no time for another epoch's first step and validation
+        elif result is not None and self.behind_budget():  # no time for a step and validation
+            # (a skipped validation left time for the planned steps: never the run's last epoch)
             self.end_budget_here()
         self.reporter.epoch_line(state, train_loss, result, seconds, self.planned())
         self.save("last.pt")
-        return result.metrics
+        return None if result is None else result.metrics
 
-    def fix_budget(self, validation_seconds: float) -> None:
-        """Set the run's total steps from the pace measured in this epoch (``budget``)."""
-        state, steps_per_epoch = self.state, len(self.data.train_loader)
-        max_epochs = self.trainer.max_epochs
-        state.horizon.total_steps = budget.decide(
+    def skip_validation(self) -> bool:
+        """Whether a budget run with a fixed plan, behind it at this epoch's pace, leaves out
+        this epoch's validation so that it still reaches its planned step (``budget``); every
+        rank does as any one decides. The run's last epoch is always validated."""
+        state = self.state
+        total = state.horizon.total_steps
+        if not state.budgeted or total is None or state.global_step >= total:
+            return False
+        skip = budget.skip_validation(
             budget=budget.TimeBudget(self.budget_seconds, self.trainer.budget_margin),
             spent=self.elapsed(),
-            pace=self.epoch_clock.pace(validation_seconds, state.checkpoint_seconds),
+            pace=self.epoch_clock.pace(state.validation_seconds, state.checkpoint_seconds),
+            steps_left=total - state.global_step,
+            steps_per_epoch=len(self.data.train_loader),
+        )
+        return distributed.any_rank(skip, self.runtime.device)
+
+    def fix_budget(self, validation_seconds: float) -> None:
+        """Set the run's total steps from the pace measured in this epoch (``budget``), once
+        it is a typical epoch (``budget.plans_now``) or the cap from ``trainer.max_epochs``
+        ends the run first (then the run is the epoch run, whatever the pace); every rank
+        does as any one decides."""
+        state, steps_per_epoch = self.state, len(self.data.train_loader)
+        max_epochs = self.trainer.max_epochs
+        time_budget = budget.TimeBudget(self.budget_seconds, self.trainer.budget_margin)
+        pace = self.epoch_clock.pace(validation_seconds, state.checkpoint_seconds)
+        max_steps = None if max_epochs is None else max_epochs * steps_per_epoch
+        spent = self.elapsed()
+        plan = budget.planned_steps(time_budget, spent, pace, steps_per_epoch, state.global_step)
+        capped = max_steps is not None and max_steps <= plan
+        ready = capped or budget.plans_now(self.epochs_run, spent, self.budget_seconds)
+        if not distributed.any_rank(ready, self.runtime.device):
+            return
+        state.horizon.total_steps = budget.decide(
+            budget=time_budget,
+            spent=spent,
+            pace=pace,
             steps_per_epoch=steps_per_epoch,
             steps_done=state.global_step,
-            max_steps=None if max_epochs is None else max_epochs * steps_per_epoch,
+            max_steps=max_steps,
         )
         state.horizon.decay_start = state.global_step

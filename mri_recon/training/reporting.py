@@ -78,12 +78,26 @@ class Reporter:
         self.window_start, self.window_slices = time.perf_counter(), 0
 
     def epoch_events(
-        self, state: TrainState, train_loss: float, result: ValidationResult, seconds: float
+        self,
+        state: TrainState,
+        train_loss: float,
+        result: ValidationResult | None,
+        seconds: float,
     ) -> None:
-        """The epoch's TensorBoard report, after ``state`` counts it: validation scalars,
-        panels, the epoch's mean training loss and its seconds (training + validation) at the
-        global step, so they line up with train/*, flushed."""
-        step, metrics = state.global_step, result.metrics
+        """The epoch's TensorBoard report, after ``state`` counts it: validation scalars and
+        panels (none if ``result`` is None: validation skipped), the epoch's mean training loss
+        and its seconds (training + validation) at the global step, so they line up with
+        train/*, flushed."""
+        step = state.global_step
+        if result is not None:
+            self.validation_events(step, result)
+        self.writer.add_scalar("train/epoch_loss", train_loss, step)
+        self.writer.add_scalar("time/epoch_seconds", seconds, step)
+        self.writer.flush()
+
+    def validation_events(self, step: int, result: ValidationResult) -> None:
+        """val/* scalars and one image panel per chosen slice."""
+        metrics = result.metrics
         for name in ("loss", *METRICS):
             value = metrics[name] if name == "loss" else metrics[name]["mean"]
             self.writer.add_scalar(f"val/{name}", value, step)
@@ -96,19 +110,27 @@ class Reporter:
                 step,
                 dataformats="HW",
             )
-        self.writer.add_scalar("train/epoch_loss", train_loss, step)
-        self.writer.add_scalar("time/epoch_seconds", seconds, step)
-        self.writer.flush()
 
     def epoch_line(
         self,
         state: TrainState,
         train_loss: float,
-        result: ValidationResult,
+        result: ValidationResult | None,
         seconds: float,
         planned: int | None,
     ) -> None:
-        """The epoch's log line (epoch N of ``planned``)."""
+        """The epoch's log line (epoch N of ``planned``); None: its validation was skipped."""
+        if result is None:
+            log.info(
+                "epoch %d/%s  train loss %.4f  validation skipped: behind the budget's plan, "
+                "so that the run still reaches step %d  %.0fs",
+                state.epoch,
+                planned or "?",
+                train_loss,
+                state.horizon.total_steps,
+                seconds,
+            )
+            return
         metrics = result.metrics
         log.info(
             "epoch %d/%s  train loss %.4f  val loss %.4f  SSIM %.4f  PSNR %.2f  NMSE %.4f  %.0fs%s",

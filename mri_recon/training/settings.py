@@ -88,10 +88,9 @@ def check_config(cfg: DictConfig) -> None:
     check_length(cfg)
     check_milestones(cfg.scheduler)
     check_precision(cfg.trainer.precision)
-    if not isinstance(cfg.trainer.deterministic, bool):
-        raise UserError(
-            f"trainer.deterministic: expected true or false, got {cfg.trainer.deterministic!r}"
-        )
+    for key in ("deterministic", "defer_sync"):
+        if not isinstance(cfg.trainer[key], bool):
+            raise UserError(f"trainer.{key}: expected true or false, got {cfg.trainer[key]!r}")
     check_channels_last(cfg.trainer.channels_last)
     check_compile(cfg.trainer.compile)
     check_transform_on(cfg.data.transform_on)

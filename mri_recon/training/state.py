@@ -28,7 +28,7 @@ class TrainState:
     the optimizer steps taken, ``bad_steps`` the current run of NaN/Inf steps, ``seconds`` the
     training loop's wall clock so far (all invocations), ``validation_seconds`` and
     ``checkpoint_seconds`` the last validation's and checkpoint write's. ``horizon`` is where the schedule ends
-    (for a budget run, None until its first epoch fixed it).
+    (for a budget run, None until its plan fixed it).
     """
 
     model: nn.Module
