@@ -50,6 +50,10 @@ from mri_recon.fourier import fft2c, fftc, ifft2c, ifftc
 log = logging.getLogger(__name__)
 
 CHECK_EVERY = 5  # iterations between convergence checks
+# glibc serves allocations up to 32 MiB from its heap once freed ones were that large; larger ones
+# are mapped afresh and page-faulted every time: a CPU solve whose (B, C, H, W) tensors exceed it
+# ran three times slower a slice (two release-size slices at once against one).
+CPU_CHUNK_BYTES = 2**25
 
 
 @dataclass(frozen=True)
@@ -419,12 +423,22 @@ def tv_volume_lambdas(
     ``batch_size`` slices estimated once for all of them."""
     crop = tuple(batch.image.shape[-2:])
     parts: list[list[TVResult]] = [[] for _ in lambdas]
+    batch_size = slices_per_chunk(batch.masked_kspace, batch_size, device)
     for i in range(0, len(batch.fname), batch_size):
         kspace = batch.masked_kspace[i : i + batch_size].to(device)
         problem = scaled_problem(kspace, batch.mask[i : i + batch_size].to(device), settings.maps)
         for results, lam in zip(parts, lambdas, strict=True):
             results.append(solve_scaled(problem, crop, replace(settings, lam=lam)))
     return [joined(batch, results, lam) for results, lam in zip(parts, lambdas, strict=True)]
+
+
+def slices_per_chunk(kspace: torch.Tensor, batch_size: int, device: torch.device) -> int:
+    """``batch_size``, or on a CPU at most as many slices as keep one (B, C, H, W) complex
+    tensor of the solver within CPU_CHUNK_BYTES (at least one)."""
+    if device.type != "cpu":
+        return batch_size
+    slice_bytes = kspace[0].numel() * 8  # complex64
+    return max(1, min(batch_size, CPU_CHUNK_BYTES // slice_bytes))
 
 
 def joined(batch: Sample, parts: list[TVResult], lam: float) -> TVResult:
