@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from fastmri.data.subsample import RandomMaskFunc
 from skimage.data import shepp_logan_phantom
 from skimage.metrics import structural_similarity
 from skimage.transform import resize
 
 from mri_recon.baselines import tv
-from mri_recon.baselines.coil_maps import MapSettings, estimate_maps
+from mri_recon.baselines.coil_maps import MapSettings, espirit_covariance, estimate_maps
 from mri_recon.baselines.tv import (
     SenseOperator,
     TVSettings,
@@ -286,3 +287,20 @@ def test_a_cpu_solves_in_chunks_that_glibc_keeps_on_its_heap() -> None:
     assert slices_per_chunk(demo, 16, torch.device("cpu")) == 14
     assert slices_per_chunk(demo, 4, torch.device("cpu")) == 4
     assert slices_per_chunk(release, 16, torch.device("cuda")) == 16
+
+
+@pytest.mark.parametrize("shape", [(40, 30, 5, 3), (41, 29, 6, 6), (10, 9, 6, 5), (64, 48, 6, 1)])
+def test_espirit_covariance_from_a_small_grid_is_the_full_size_sum(shape: tuple) -> None:
+    """The covariance computed on the small grid its band limit needs, then zero-padded in
+    k-space, equals the sum over kernels of g g^H with every kernel image made at full size."""
+    height, width, rows, columns = shape
+    kernels = torch.randn(
+        2, 4, 3, rows, columns, dtype=torch.complex64, generator=torch.Generator().manual_seed(0)
+    )
+    top, left = height // 2 - rows // 2, width // 2 - columns // 2
+    padding = (left, width - left - columns, top, height - top - rows)
+    images = ifft2c(F.pad(kernels, padding))  # (B, K, C, H, W)
+    direct = torch.einsum("bkchw,bkdhw->bhwcd", images, images.conj())
+    direct = direct * (height * width / (rows * columns))
+    found = espirit_covariance(kernels, height, width)
+    torch.testing.assert_close(found, direct, rtol=0, atol=1e-4)

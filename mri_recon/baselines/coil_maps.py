@@ -22,13 +22,14 @@ phase turned so that the coil combination of the low-resolution center images is
 positive: the image the solver sees carries no phase of its own, which TV favours.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mri_recon.errors import UserError
-from mri_recon.fourier import ifft2c
+from mri_recon.fourier import fft2c, ifft2c
 
 METHODS = ("auto", "espirit", "center_lines", "walsh")
 COVARIANCE_BYTES = 2**29  # slices per chunk: a chunk's (H, W, C, C) covariances fit this
@@ -112,15 +113,34 @@ def espirit_kernels(
 
 def espirit_covariance(kernels: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, H, W, C, C): per pixel, the sum over kernels of g g^H, g the kernel's image (its
-    zero-padded, centered inverse FFT), scaled so that the eigenvalue is 1 where signal is."""
+    zero-padded, centered inverse FFT), scaled so that the eigenvalue is 1 where signal is.
+
+    Each g is band-limited to the kernel's kr x kc frequencies, so every entry of the sum is
+    band-limited to (2 kr - 1) x (2 kc - 1): it is computed exactly on a grid just that large,
+    then brought to H x W by zero-padding its spectrum (one FFT per coil pair, instead of one
+    per kernel and coil and a per-pixel sum over the kernels at full size)."""
     batch, count, coils, rows, columns = kernels.shape
-    top, left = height // 2 - rows // 2, width // 2 - columns // 2
-    padding = (left, width - left - columns, top, height - top - rows)
-    covariance = kernels.new_zeros(batch, height, width, coils, coils)
-    for part in kernels.split(8, dim=1):
-        images = ifft2c(F.pad(part, padding))  # (B, k, C, H, W)
-        covariance += torch.einsum("bkchw,bkdhw->bhwcd", images, images.conj())
+    small = (grid_size(rows, height), grid_size(columns, width))
+    images = ifft2c(F.pad(kernels, centered_padding((rows, columns), small)))  # (B, k, C, h, w)
+    covariance = torch.einsum("bkchw,bkdhw->bcdhw", images, images.conj())
+    spectrum = F.pad(fft2c(covariance), centered_padding(small, (height, width)))
+    covariance = ifft2c(spectrum) * math.sqrt(small[0] * small[1] / (height * width))
+    covariance = covariance.permute(0, 3, 4, 1, 2).contiguous()
     return covariance * (height * width / (rows * columns))
+
+
+def grid_size(kernel: int, size: int) -> int:
+    """The smallest grid (of ``size``'s parity, at most ``size``) that holds the 2 kernel - 1
+    frequencies of a product of two images band-limited to ``kernel``."""
+    needed = 2 * kernel - 1
+    return min(size, needed + (size - needed) % 2)
+
+
+def centered_padding(inner: tuple[int, int], outer: tuple[int, int]) -> tuple[int, ...]:
+    """F.pad's (left, right, top, bottom) that centers an ``inner`` (rows, columns) array in
+    ``outer`` as the centered FFT centers a spectrum (its center index at N // 2)."""
+    top, left = outer[0] // 2 - inner[0] // 2, outer[1] // 2 - inner[1] // 2
+    return (left, outer[1] - left - inner[1], top, outer[0] - top - inner[0])
 
 
 def espirit_maps(
