@@ -249,9 +249,10 @@ def run(root: Path, size_name: str, device: str, repeats: int) -> str:
             f"Device-side zero-filled transform (`data.transform_on=device`), multi-coil demo "
             f"slices: {transform:.0f} slices/s.",
             "",
-            f"Multi-coil TV ({size_name} size, ESPIRiT maps, configured lam, all slices of a "
-            f"volume in one batch): {tv[4]:.3f} s a slice at 4x, {tv[8]:.3f} s at 8x. BART 0.8 "
-            "(CPU only) took 13.8 and 13.0 s a release slice on a 2-core AMD EPYC (docs/results.md).",
+            f"Multi-coil TV ({size_name} size, ESPIRiT maps, configured lam, one volume as the "
+            f"evaluation runs it): {tv[4]:.3f} s a slice at 4x, {tv[8]:.3f} s at 8x. BART 0.8 "
+            "(Debian's, CPU only, its own ESPIRiT maps) took 12.5 and 13.6 s a release slice on a "
+            "2-core AMD EPYC (docs/results.md).",
         ]
     )
 

@@ -285,10 +285,10 @@ def run(root: Path, count: int, bart_iterations: list[int]) -> str:
             "",
             *bart_section(root, settings_for, count, bart_iterations),
             "",
-            "At the tuned single-coil lam (1e-5, relative to unit image maximum) BART's ADMM (its "
-            "default rho and CG steps) stays near its zero-filled start within 100-300 iterations, "
-            "while ours reaches the data-consistent minimum-TV solution: hence the SSIM gap at the "
-            "same lam. 'ours faster by' is BART's time over ours at the listed iterations.",
+            "At the same lam BART's pics (its default ADMM penalty and CG steps) ends lower than "
+            "ours after 100 and after 300 iterations: its iterations converge more slowly than "
+            "ours, whose x- and coil steps are exact. 'ours faster by' is BART's time over ours at "
+            "the listed iterations.",
             "",
         ]
     else:
@@ -303,8 +303,8 @@ def run(root: Path, count: int, bart_iterations: list[int]) -> str:
         parts += [
             "### TV and U-Net seconds per slice",
             "",
-            "4x, batched (TV: one volume at a time; U-Net: batches of 8, default config, "
-            "chans 32). GPU rows: "
+            "4x, batched (TV: one volume at a time as the evaluation runs it; U-Net: batches of "
+            "8, configs/model/unet.yaml). GPU rows: "
             + (
                 "measured."
                 if len(devices) > 1

@@ -174,7 +174,7 @@ def report(
         ]
         lines += ["## Test suite with CUDA visible", "", f"`{(closing or ['no summary'])[-1]}`", ""]
     lines += ["## make train's run on this machine", "", *train, ""]
-    lines += [f"With `trainer.defer_sync=true` ({DEFERRED_EPOCHS} epochs):", "", *deferred, ""]
+    lines += ["With `trainer.defer_sync=true` (its first epochs again):", "", *deferred, ""]
     lines += ["## Its evaluation", ""]
     lines += [*evaluation, ""]
     bench = next((s for s in stages if s.name == "bench"), None)

@@ -82,13 +82,19 @@ def test_compile_takes_torch_compiles_modes(
     """trainer.compile: true compiles in torch's default mode; a mode name (reduce-overhead:
     CUDA graphs, for small models on a GPU) is handed to torch.compile, for the VarNet's parts
     too."""
-    modes = []
+    modes, dynamic = [], []
+
+    def compile_in_place(self: torch.nn.Module, mode: str | None = None, **kwargs: object) -> None:
+        modes.append(mode)
+        dynamic.append(kwargs.get("dynamic"))
+
     monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, mode=None: modes.append(mode))
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_in_place)
     runtime = Runtime.create("cpu", "32")
     runtime.training_module(torch.nn.Conv2d(1, 1, 3), setting)
     runtime.training_module(VarNet(num_cascades=1, chans=4, sens_chans=0), setting)
     assert modes == [mode] * 2  # the U-Net, then the VarNet's one cascade U-Net
+    assert dynamic == [False]  # each VarNet part for its own shapes
     cfg = compose_config("train", ["trainer.compile=fastest"])
     with pytest.raises(UserError, match="trainer.compile: expected true, false or one of default"):
         check_config(cfg)

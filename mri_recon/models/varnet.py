@@ -167,10 +167,13 @@ class VarNet(nn.Module):
     def compile_parts(self, mode: str | None = None) -> None:
         """``trainer.compile``: compile every U-Net in place, in ``torch.compile``'s ``mode``
         (the FFTs and complex views around them are not compiled: inductor does not lower
-        complex operators)."""
+        complex operators), each for the shapes it sees (``dynamic=False``: the U-Nets share
+        one forward, whose shapes differ between the sensitivity network and the cascades, and
+        the dynamic graph inductor then made failed with instance norm: "cannot determine
+        truth value of Relational", in scripts/benchmark_gpu.py)."""
         for module in self.modules():
             if isinstance(module, Unet):
-                module.compile(mode=mode)
+                module.compile(mode=mode, dynamic=False)
 
     def forward(
         self,
