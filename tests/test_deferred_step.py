@@ -11,9 +11,10 @@ import torch
 from mri_recon.errors import UserError
 from mri_recon.runtime import Runtime
 from mri_recon.training import loop
+from mri_recon.training.settings import check_config
 from mri_recon.training.step import gradients, queue_update, settle, train_step
 
-from .conftest import train_in_process
+from .conftest import compose_config, train_in_process
 from .test_training_core import tiny_state
 
 
@@ -91,3 +92,9 @@ def test_defer_sync_with_an_optimizer_that_cannot_skip_on_the_device_is_one_line
     ):
         train_in_process(tmp_path / "run", *args, "optimizer=rmsprop", "trainer.defer_sync=true")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_defer_sync_with_dropout_is_one_line() -> None:
+    cfg = compose_config("train", ["trainer.defer_sync=true", "model.drop_prob=0.1"])
+    with pytest.raises(UserError, match=r"trainer.defer_sync: expected model.drop_prob=0 .* 0.1"):
+        check_config(cfg)

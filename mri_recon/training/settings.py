@@ -91,6 +91,14 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("deterministic", "defer_sync"):
         if not isinstance(cfg.trainer[key], bool):
             raise UserError(f"trainer.{key}: expected true or false, got {cfg.trainer[key]!r}")
+    if cfg.trainer.defer_sync and cfg.model.get("drop_prob", 0) > 0:
+        # A checkpoint between two deferred steps holds the random state after the next step's
+        # forward: with dropout, resume would not be exact.
+        raise UserError(
+            f"trainer.defer_sync: expected model.drop_prob=0 (dropout draws random numbers "
+            f"before a step is settled, so resume would not be exact), got "
+            f"{cfg.model.drop_prob}; or set trainer.defer_sync=false"
+        )
     check_channels_last(cfg.trainer.channels_last)
     check_compile(cfg.trainer.compile)
     check_transform_on(cfg.data.transform_on)
