@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from compare_runs import read_scalars
 
 from mri_recon.checkpoints import load_checkpoint
 from mri_recon.config import PROJECT_DIR
@@ -119,10 +120,13 @@ def training_summary(run_dir: Path, busy: BusySampler) -> list[str]:
     state = load_checkpoint(last)
     metrics = json.loads((run_dir / "metrics.json").read_text())["val"]
     progress = state["progress"]
+    _, epoch_seconds = read_scalars(run_dir).get("time/epoch_seconds", ([], []))
+    later = epoch_seconds[1:]  # the first holds the start-up (and a compilation)
+    steady = f"{statistics.median(later):.2f} s" if len(later) else "-"
     return [
         f"- training: {state['seconds']:.1f} s (validations and checkpoints included), "
-        f"{progress['epoch']} epochs, {progress['global_step']} steps, "
-        f"{state['seconds'] / max(progress['epoch'], 1):.2f} s an epoch",
+        f"{progress['epoch']} epochs, {progress['global_step']} steps, {steady} an epoch after "
+        "the first (median, its validation included)",
         f"- GPU busy while it trained: {busy.summary()}",
         f"- last validation: NMSE {metrics['NMSE']['mean']:.4f}, PSNR "
         f"{metrics['PSNR']['mean']:.2f}, SSIM {metrics['SSIM']['mean']:.4f}",
