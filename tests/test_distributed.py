@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mri_recon import distributed
 
@@ -89,3 +90,29 @@ def test_ddp_training_writes_one_run_and_resumes(tiny_root: Path, tmp_path: Path
     assert metrics["epoch"] == 2 and 0 < metrics["val"]["SSIM"]["mean"] <= 1
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["run"]
     assert len(list(run_dir.glob("events.out.tfevents.*"))) >= 1
+
+
+def test_ddp_training_with_deferred_steps_equals_plain_steps(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    """trainer.defer_sync under torchrun: the ranks' collectives (the gradients' all-reduce, the
+    stop agreement) keep their order, and the run ends with the plain run's weights."""
+    runs = {}
+    for name, defer in (("plain", "false"), ("deferred", "true")):
+        run_dir = tmp_path / name
+        torchrun(
+            "mri_recon.train",
+            f"data.root={tiny_root}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={run_dir}",
+            *TINY_TRAIN,
+            *two_process_device("trainer.device"),
+            "trainer.max_epochs=2",
+            f"trainer.defer_sync={defer}",
+        )
+        runs[name] = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert runs["plain"]["progress"] == runs["deferred"]["progress"]
+    for key, tensor in runs["plain"]["model"].items():
+        assert torch.equal(tensor, runs["deferred"]["model"][key]), key
+    plain, deferred = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in runs)
+    assert plain["val"] == deferred["val"]
