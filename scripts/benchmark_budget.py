@@ -4,9 +4,10 @@
 
 Each run is the command users run (the console script, a fresh process), on the demo data with
 ``trainer.max_epochs=null``; ARGS are further overrides (e.g. ``data.challenge=multicoil``).
-For each: the step its plan fixed after the first epoch, whether it ended there (the schedule
-finished; a run that fell behind its plan is cut, which its log says), how many epochs' validations
-it skipped to stay on its plan, and the share of the budget its training loop used. Prints a markdown table for docs/benchmarks.md.
+For each: the step its plan fixed, whether it ended there (the schedule finished; a run that
+fell behind its plan is cut, which its log says), how many epochs' validations it skipped to stay
+on its plan, and the share of the budget its training loop used. Prints a markdown table for
+docs/benchmarks.md.
 """
 
 import argparse

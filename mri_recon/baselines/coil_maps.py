@@ -220,7 +220,7 @@ def estimate_maps(
             )
         maps.append(align_phase(found, low))
         support.append(inside)
-    # Contiguous (B, C, H, W): ESPIRiT's come from per-pixel eigenvectors, laid out (B, H, W, C),
-    # and every coil image the solver makes from them would inherit that layout (its FFTs over
-    # H and W then ran three times slower).
+    # Contiguous (B, C, H, W) whatever the method: ESPIRiT's come from per-pixel eigenvectors,
+    # laid out (B, H, W, C), a layout the solver's coil images would inherit (measured neither
+    # faster nor slower at release size).
     return torch.cat(maps).contiguous(), torch.cat(support), method

@@ -306,15 +306,24 @@ def keep_active(new: AdmmState, old: AdmmState, active: torch.Tensor) -> AdmmSta
     return AdmmState(*(pick(a, b) for a, b in zip(new, old, strict=True)))
 
 
+class ScaledProblem(NamedTuple):
+    """A batch's SENSE problem: k-space (B, C, H, W) divided by ``scale`` (B,), the operator
+    (coil maps estimated for multi-coil), the support (B, H, W) bool, the map method."""
+
+    kspace: torch.Tensor
+    operator: SenseOperator
+    scale: torch.Tensor
+    support: torch.Tensor
+    method: str
+
+
 def scaled_problem(
     masked_kspace: torch.Tensor, mask: torch.Tensor, maps: MapSettings | None = None
-) -> tuple[torch.Tensor, SenseOperator, torch.Tensor, torch.Tensor, str]:
-    """The SENSE problem of a batch, scaled to unit zero-filled image maximum.
+) -> ScaledProblem:
+    """The SENSE problem of a batch, scaled to unit zero-filled image maximum, so lam means the
+    same thing on every file.
 
     masked_kspace: (B, H, W) single-coil or (B, C, H, W) multi-coil complex; mask: (B, W).
-    Returns (k-space (B, C, H, W) divided by the scale, the operator (coil maps estimated for
-    multi-coil), the scale (B,), the support (B, H, W) bool, the map method), so lam means the
-    same thing on every file.
     """
     if masked_kspace.dim() == 3:
         masked_kspace, coil_maps, method = masked_kspace[:, None], None, "none"
@@ -328,7 +337,9 @@ def scaled_problem(
         coil_maps, support, method = estimate_maps(masked_kspace, mask, maps or MapSettings())
     operator = SenseOperator(mask, coil_maps)
     scale = operator.adjoint(masked_kspace).abs().amax(dim=(1, 2)).clamp(min=1e-20)
-    return masked_kspace / scale[:, None, None, None], operator, scale, support, method
+    return ScaledProblem(
+        masked_kspace / scale[:, None, None, None], operator, scale, support, method
+    )
 
 
 def diverged(
@@ -358,11 +369,7 @@ def tv_solve(
     return solve_scaled(problem, crop, settings)
 
 
-def solve_scaled(
-    problem: tuple[torch.Tensor, SenseOperator, torch.Tensor, torch.Tensor, str],
-    crop: tuple[int, int],
-    settings: TVSettings,
-) -> TVResult:
+def solve_scaled(problem: ScaledProblem, crop: tuple[int, int], settings: TVSettings) -> TVResult:
     """``tv_solve`` of a problem ``scaled_problem`` set up (so that one volume's coil maps serve
     every lam of a sweep)."""
     kspace, operator, scale, support, method = problem
