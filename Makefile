@@ -27,6 +27,10 @@ else
 $(STAMP): pyproject.toml constraints.txt
 	@ls $(WHEELS)/*.whl >/dev/null 2>&1 || { echo "WHEELS=$(WHEELS): no wheels there (make them with 'make wheels' on a machine with network)" >&2; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv --system-site-packages $(VENV)
+	@# --system-site-packages reaches the base interpreter's packages only: where $(PYTHON) is
+	@# itself a virtual environment (a GPU image's /opt/.../.venv), its packages are added by path.
+	$(PYTHON) -c "import site; print(*site.getsitepackages(), sep='\n')" \
+		> "$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/base_python.pth"
 	@$(BIN)/python -c "import torch" 2>/dev/null || { echo "WHEELS=$(WHEELS): $(PYTHON) has no PyTorch to build on (install the one for this machine's GPU first)" >&2; exit 2; }
 	$(BIN)/pip install --quiet --no-index --no-deps $(WHEELS)/*.whl
 	$(BIN)/pip install --quiet --no-index --no-deps --no-build-isolation -e .

@@ -50,6 +50,40 @@ SIZES = {
 UNET = {"in_chans": 1, "out_chans": 1, "num_pool_layers": 4, "norm": "group", "groups": 256}
 FASTMRI_VARNET = {"num_cascades": 12, "chans": 18, "sens_chans": 8}
 LAYER_FOR_LAYER = {**FASTMRI_VARNET, "norm": "instance", "crop_readout": False}
+# (label, chans, precision, deterministic, compile) of our U-Net's steps; the compiled ones are
+# timed last (their compilation takes the longest).
+UNET_VARIANTS = (
+    ("ours (chans 16), fp32", 16, "32", False, False),
+    ("ours (chans 16), precision auto", 16, "auto", False, False),
+    ("ours (chans 16), precision auto, deterministic", 16, "auto", True, False),
+    ("ours chans 32, precision auto", 32, "auto", False, False),
+)
+UNET_COMPILED = (
+    ("ours (chans 16), precision auto, compiled", 16, "auto", False, True),
+    (
+        "ours (chans 16), precision auto, compiled reduce-overhead",
+        16,
+        "auto",
+        False,
+        "reduce-overhead",
+    ),
+)
+# (label, settings, precision, deterministic, compile) of our VarNet's steps.
+VARNET_VARIANTS = (
+    ("ours, same settings, fp32", LAYER_FOR_LAYER, "32", False, False),
+    ("ours, same settings, precision auto", LAYER_FOR_LAYER, "auto", False, False),
+    ("ours, same settings, precision auto, deterministic", LAYER_FOR_LAYER, "auto", True, False),
+    (
+        "ours, same + crop_readout, precision auto",
+        {**LAYER_FOR_LAYER, "crop_readout": True},
+        "auto",
+        False,
+        False,
+    ),
+)
+VARNET_COMPILED = (
+    ("ours, same settings, precision auto, compiled", LAYER_FOR_LAYER, "auto", False, True),
+)
 
 
 def on_device(batch: Sample, device: torch.device) -> Sample:
@@ -86,26 +120,39 @@ def timed(step: Callable[[], object], device: str, repeats: int, compiled: bool)
     return {"ms": ms, "peak_mb": peak}
 
 
-def unet_rows(size: tuple, device: str, repeats: int) -> list[tuple[str, dict]]:
-    """U-Net steps: fastMRI's Unet (chans 32, RMSprop, fp32, as its recipe trains it) first."""
+def unet_batch(size: tuple, device: str) -> Sample:
+    """A (B, 1, H, W) batch of random images and targets, on ``device``."""
     batch_size, height, width = size
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, 1, height, width, generator=generator)
-    batch = on_device(Sample(images, torch.randn(images.shape, generator=generator)), device)
+    return on_device(Sample(images, torch.randn(images.shape, generator=generator)), device)
+
+
+def fastmri_unet_row(batch: Sample, device: str, repeats: int) -> tuple[str, dict]:
+    """fastMRI's Unet step (chans 32, RMSprop, fp32, as its recipe trains it)."""
     fp32 = Runtime.create(device, "32", False)
     theirs = fp32.place(FastmriUnet(1, 1, 32, 4))
     optimizer = torch.optim.RMSprop(theirs.parameters(), lr=1e-3)
     state = TrainState(theirs, optimizer, constant(optimizer, Horizon(0), 0), {}, L1Loss())
     step = functools.partial(train_step, state, batch, fp32, clip=None)
-    rows = [("fastmri.models.Unet chans 32, RMSprop, fp32", timed(step, device, repeats, False))]
-    auto = Runtime.create(device, "auto")
-    for label, chans, runtime, compile in (
-        ("ours (chans 16), fp32", 16, fp32, False),
-        ("ours (chans 16), precision auto", 16, auto, False),
-        ("ours (chans 16), precision auto, compiled", 16, auto, True),
-        ("ours (chans 16), precision auto, compiled reduce-overhead", 16, auto, "reduce-overhead"),
-        ("ours chans 32, precision auto", 32, auto, False),
-    ):
+    return "fastmri.models.Unet chans 32, RMSprop, fp32", timed(step, device, repeats, False)
+
+
+def variant_runtime(device: str, precision: str, deterministic: bool) -> Runtime:
+    """The runtime of one variant: fp32 in the default layout, or the given precision in
+    ``auto``'s (channels_last on CUDA); cuDNN autotuning unless ``deterministic``."""
+    layout = False if precision == "32" else "auto"
+    return Runtime.create(device, precision, layout, deterministic)
+
+
+def our_unet_rows(
+    batch: Sample, device: str, repeats: int, variants: tuple
+) -> list[tuple[str, dict]]:
+    """Our U-Net's step in each of ``variants`` (label, chans, precision, deterministic,
+    compile)."""
+    rows = []
+    for label, chans, precision, deterministic, compile in variants:
+        runtime = variant_runtime(device, precision, deterministic)
         torch.manual_seed(0)
         step = our_step(Unet(chans=chans, **UNET), L1Loss(), batch, runtime, compile)
         rows.append((label, timed(step, device, repeats, bool(compile))))
@@ -128,31 +175,23 @@ def fastmri_varnet_step(batch: Sample, device: str) -> Callable[[], object]:
     return fastmri_step(FastmriVarNet(**FASTMRI_VARNET).to(device), batch)
 
 
-def varnet_rows(size: tuple, device: str, repeats: int) -> list[tuple[str, dict]]:
-    """VarNet steps on one slice: fastMRI's at its defaults first, then ours layer for layer."""
+def varnet_rows(
+    size: tuple, device: str, repeats: int, variants: tuple, with_fastmri: bool
+) -> list[tuple[str, dict]]:
+    """VarNet steps on one slice: fastMRI's at its defaults first (``with_fastmri``), then ours
+    in each of ``variants`` (label, settings, precision, deterministic, compile)."""
     torch.manual_seed(0)
     batch = on_device(synthetic_batch(size), device)
-    fp32, auto = Runtime.create(device, "32", False), Runtime.create(device, "auto")
-    rows = [
-        (
-            "fastmri.models.VarNet (12 cascades, chans 18, sens chans 8), fp32",
-            timed(fastmri_varnet_step(batch, device), device, repeats, False),
-        )
-    ]
-    for label, settings, runtime, compile in (
-        ("ours, same settings, fp32", LAYER_FOR_LAYER, fp32, False),
-        ("ours, same settings, precision auto", LAYER_FOR_LAYER, auto, False),
-        (
-            "ours, same + crop_readout, precision auto",
-            {**LAYER_FOR_LAYER, "crop_readout": True},
-            auto,
-            False,
-        ),
-        ("ours, same settings, precision auto, compiled", LAYER_FOR_LAYER, auto, True),
-    ):
+    rows = []
+    if with_fastmri:
+        Runtime.create(device, "32", False)  # cuDNN autotuning, as our rows have it
+        label = "fastmri.models.VarNet (12 cascades, chans 18, sens chans 8), fp32"
+        rows.append((label, timed(fastmri_varnet_step(batch, device), device, repeats, False)))
+    for label, settings, precision, deterministic, compile in variants:
+        runtime = variant_runtime(device, precision, deterministic)
         torch.manual_seed(0)
         step = our_step(VarNet(**settings), StructuralLoss(), batch, runtime, compile)
-        rows.append((label, timed(step, device, repeats, compile)))
+        rows.append((label, timed(step, device, repeats, bool(compile))))
     return rows
 
 
@@ -175,9 +214,8 @@ def varnet_seconds_per_slice(size: tuple, device: str) -> tuple[float, float]:
     return mine / 1000, theirs_ms / 1000
 
 
-def table(rows: list[tuple[str, dict]], slices: int) -> list[str]:
-    """Markdown rows: ms a step, slices/s, the ratio to the first row, peak memory."""
-    reference = rows[0][1]["ms"]
+def table(rows: list[tuple[str, dict]], slices: int, reference_ms: float) -> list[str]:
+    """Markdown rows: ms a step, slices/s, the ratio to fastMRI's step, peak memory."""
     lines = [
         "| network | ms a step | slices/s | vs fastMRI | peak GPU memory |",
         "|---|---|---|---|---|",
@@ -188,9 +226,8 @@ def table(rows: list[tuple[str, dict]], slices: int) -> list[str]:
             continue
         rate = 1000 * slices / value["ms"]
         memory = f"{value['peak_mb'] / 1024:.1f} GiB" if value["peak_mb"] else "-"
-        lines.append(
-            f"| {name} | {value['ms']:.1f} | {rate:.0f} | {reference / value['ms']:.2f}x | {memory} |"
-        )
+        ratio = reference_ms / value["ms"]
+        lines.append(f"| {name} | {value['ms']:.1f} | {rate:.0f} | {ratio:.2f}x | {memory} |")
     return lines
 
 
@@ -217,44 +254,98 @@ def tv_seconds_per_slice(root: Path, size_name: str, device: str) -> dict[int, f
     return seconds
 
 
-def run(root: Path, size_name: str, device: str, repeats: int) -> str:
-    """The GPU section of docs/gpu.md (markdown)."""
-    sizes = SIZES[size_name]
-    matmul = bf16_matmul_gflops(device)
-    unet = unet_rows(sizes["unet"], device, repeats)
-    tflops = unet_tflops(sizes["unet"], device, unet[2][1]["ms"]) / 1000
-    varnet = varnet_rows(sizes["varnet"], device, repeats)
-    ours_s, theirs_s = varnet_seconds_per_slice(sizes["varnet"], device)
-    transform, _ = benchmark_data.device_transform_rate(root, "multicoil")
+def unet_section(size: tuple, device: str, repeats: int, fastmri_ms: dict) -> list[str]:
+    """U-Net steps (eager) beside fastMRI's, and the default step's share of the bf16 rate."""
+    batch = unet_batch(size, device)
+    rows = [fastmri_unet_row(batch, device, repeats)]
+    rows += our_unet_rows(batch, device, repeats, UNET_VARIANTS)
+    fastmri_ms["unet"] = rows[0][1]["ms"]
+    tflops = unet_tflops(size, device, dict(rows)["ours (chans 16), precision auto"]["ms"])
+    matmul = bf16_matmul_gflops(device) / 1000
+    return [
+        f"### U-Net steps, {size[0]} x {size[1]}x{size[2]} slices",
+        "",
+        *table(rows, size[0], fastmri_ms["unet"]),
+        "",
+        f"Our default U-Net's step (precision auto) runs at {tflops:.2f} TFLOP/s, "
+        f"{100 * tflops / matmul:.1f}% of this GPU's {matmul:.1f} TFLOP/s bf16 matrix product "
+        f"({4 * MM_SIZE}x{4 * MM_SIZE}).",
+    ]
+
+
+def varnet_section(size: tuple, device: str, repeats: int, fastmri_ms: dict) -> list[str]:
+    """VarNet steps (eager) beside fastMRI's, and inference seconds per slice."""
+    rows = varnet_rows(size, device, repeats, VARNET_VARIANTS, with_fastmri=True)
+    fastmri_ms["varnet"] = rows[0][1]["ms"]
+    ours_s, theirs_s = varnet_seconds_per_slice(size, device)
+    return [
+        f"### VarNet steps, one slice of {size[0]} coils, {size[1]}x{size[2]} k-space",
+        "",
+        *table(rows, 1, fastmri_ms["varnet"]),
+        "",
+        f"Inference seconds per slice: ours (same settings, precision auto) {ours_s:.3f}, "
+        f"fastmri.models.VarNet (fp32) {theirs_s:.3f} ({theirs_s / ours_s:.2f}x).",
+    ]
+
+
+def tv_section(root: Path, size_name: str, device: str) -> list[str]:
+    """Multi-coil TV's seconds a slice beside BART's CPU figure."""
     tv = tv_seconds_per_slice(root, size_name, device)
-    batch_size, height, width = sizes["unet"]
-    coils, kheight, kwidth, _ = sizes["varnet"]
-    return "\n".join(
-        [
-            f"### U-Net steps, {batch_size} x {height}x{width} slices",
-            "",
-            *table(unet, batch_size),
-            "",
-            f"Our default U-Net's step (precision auto) runs at {tflops:.2f} TFLOP/s, "
-            f"{100 * tflops * 1000 / matmul:.1f}% of this GPU's {matmul / 1000:.1f} TFLOP/s "
-            f"bf16 matrix product ({4 * MM_SIZE}x{4 * MM_SIZE}).",
-            "",
-            f"### VarNet steps, one slice of {coils} coils, {kheight}x{kwidth} k-space",
-            "",
-            *table(varnet, 1),
-            "",
-            f"Inference seconds per slice: ours (same settings, precision auto) {ours_s:.3f}, "
-            f"fastmri.models.VarNet (fp32) {theirs_s:.3f} ({theirs_s / ours_s:.2f}x).",
-            "",
-            f"Device-side zero-filled transform (`data.transform_on=device`), multi-coil demo "
-            f"slices: {transform:.0f} slices/s.",
-            "",
-            f"Multi-coil TV ({size_name} size, ESPIRiT maps, configured lam, one volume as the "
-            f"evaluation runs it): {tv[4]:.3f} s a slice at 4x, {tv[8]:.3f} s at 8x. BART 0.8 "
-            "(Debian's, CPU only, its own ESPIRiT maps) took 12.5 and 13.6 s a release slice on a "
-            "2-core AMD EPYC (docs/results.md).",
-        ]
+    return [
+        f"### Multi-coil TV, {size_name} size",
+        "",
+        f"ESPIRiT maps and the configured lam, one volume as the evaluation runs it: "
+        f"{tv[4]:.3f} s a slice at 4x, {tv[8]:.3f} s at 8x. BART 0.8 (Debian's, CPU only, its "
+        "own ESPIRiT maps) took 12.5 and 13.6 s a release slice on a 2-core AMD EPYC "
+        "(docs/results.md).",
+    ]
+
+
+def compiled_section(sizes: dict, device: str, repeats: int, fastmri_ms: dict) -> list[str]:
+    """The compiled U-Net and VarNet steps (the ratios to fastMRI's eager steps above)."""
+    unet = our_unet_rows(unet_batch(sizes["unet"], device), device, repeats, UNET_COMPILED)
+    varnet = varnet_rows(sizes["varnet"], device, repeats, VARNET_COMPILED, with_fastmri=False)
+    return [
+        "### Compiled steps (torch.compile; the same sizes, ratios to fastMRI's steps above)",
+        "",
+        *table(unet, sizes["unet"][0], fastmri_ms["unet"]),
+        "",
+        *table(varnet, 1, fastmri_ms["varnet"]),
+    ]
+
+
+PARTS = ("unet", "varnet", "tv", "transform", "compiled")
+
+
+def run(root: Path, size_name: str, device: str, repeats: int, chosen: list[str]) -> None:
+    """Print the GPU section of docs/gpu.md (markdown), one part at a time as it is measured
+    (``chosen`` of ``PARTS``; the compiled part's ratios need the unet and varnet parts); a part
+    that fails says so and the next still runs."""
+    sizes = SIZES[size_name]
+    fastmri_ms: dict[str, float] = {}
+    parts = (
+        ("unet", lambda: unet_section(sizes["unet"], device, repeats, fastmri_ms)),
+        ("varnet", lambda: varnet_section(sizes["varnet"], device, repeats, fastmri_ms)),
+        ("tv", lambda: tv_section(root, size_name, device)),
+        (
+            "transform",
+            lambda: [
+                "Device-side zero-filled transform (`data.transform_on=device`), multi-coil "
+                f"demo slices: {benchmark_data.device_transform_rate(root, 'multicoil')[0]:.0f} "
+                "slices/s."
+            ],
+        ),
+        ("compiled", lambda: compiled_section(sizes, device, repeats, fastmri_ms)),
     )
+    for name, part in parts:
+        if name not in chosen:
+            continue
+        try:
+            lines = part()
+        except Exception as error:  # noqa: BLE001 - reported, the next part still runs
+            first = (str(error).splitlines() or [""])[0][:200]
+            lines = [f"{name}: failed: {type(error).__name__}: {first}"]
+        print("\n".join(lines) + "\n", flush=True)
 
 
 def main() -> None:
@@ -263,8 +354,12 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="release")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--parts", default="all", help=f"all, or some of {', '.join(PARTS)}")
     args = parser.parse_args()
-    print(run(args.root.resolve(), args.size, args.device, args.repeats))
+    chosen = list(PARTS) if args.parts == "all" else args.parts.split(",")
+    if set(chosen) - set(PARTS):
+        parser.error(f"--parts: expected all or some of {', '.join(PARTS)}, got {args.parts}")
+    run(args.root.resolve(), args.size, args.device, args.repeats, chosen)
 
 
 if __name__ == "__main__":

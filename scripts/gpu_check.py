@@ -4,17 +4,25 @@
     make gpu-check WHEELS=DIR       # offline, from `make wheels`, with the PyTorch already there
     .venv/bin/python scripts/gpu_check.py --dry-run    # every stage, small, on the CPU
 
-Each stage runs under its own time limit and is reported (passed, failed, timed out) whatever
-the others did; the exit status is 1 if any failed:
+    .venv/bin/python scripts/gpu_check.py --time-limit 540 --out DIR/gpu.md   # a lease's time
+    .venv/bin/python scripts/gpu_check.py --stages suite,bench --tests tests/test_gpu.py \
+        --bench-parts varnet,tv                                   # some stages, some parts
 
-1. the test suite with CUDA visible (tests that need a GPU run; the others as on a CPU),
-2. make train's run on the GPU (32 epochs of the single-coil demo, validations included), the
+Each stage runs under its own time limit (and, with ``--time-limit``, within what is left of
+the whole) and is reported (passed, failed, timed out, skipped) whatever the others did; the
+report is rewritten after every stage, so a check stopped from outside keeps what it measured.
+The exit status is 1 if any stage did not pass. In order:
+
+1. make train's run on the GPU (32 epochs of the single-coil demo, validations included), the
    GPU's busy % sampled by nvidia-smi while it trains,
-3. the first 8 epochs of that run again with ``trainer.defer_sync=true`` (the host reads each
+2. the first 8 epochs of that run again with ``trainer.defer_sync=true`` (the host reads each
    step's loss and NaN check one step later), its seconds an epoch and busy % beside the plain
    run's: the measurement that decides whether it becomes the default,
+3. the test suite with CUDA visible (tests that need a GPU run; the others as on a CPU),
 4. its evaluation: zero-filled, TV and the U-Net on the val split,
-5. the GPU rows of the benchmarks (scripts/benchmark_gpu.py).
+5. a budgeted run (``trainer.max_time``, scripts/benchmark_budget.py): its planned step and the
+   share of the budget it used,
+6. the GPU rows of the benchmarks (scripts/benchmark_gpu.py).
 """
 
 import argparse
@@ -37,9 +45,20 @@ from mri_recon.config import PROJECT_DIR
 
 BIN = Path(sys.executable).parent
 SCRIPTS = PROJECT_DIR / "scripts"
-# Seconds each stage may take (an H200 needs about a third of them).
-LIMITS = {"data": 180, "suite": 420, "train": 300, "deferred": 120, "eval": 240, "bench": 420}
+# Seconds each stage may take (an H200 needs about half of them).
+LIMITS = {
+    "data": 120,
+    "train": 150,
+    "deferred": 60,
+    "suite": 240,
+    "eval": 120,
+    "budget": 90,
+    "bench": 420,
+}
 DEFERRED_EPOCHS = 8
+BUDGET = "00:00:45"  # the budgeted run's trainer.max_time
+# A stage given less than this (of --time-limit) is skipped, not started.
+SHORTEST_STAGE = 15
 
 
 class Stage(NamedTuple):
@@ -52,7 +71,10 @@ class Stage(NamedTuple):
 
 
 def run_stage(name: str, command: list[str], limit: float) -> Stage:
-    """Run ``command`` from the project folder, at most ``limit`` seconds."""
+    """Run ``command`` from the project folder, at most ``limit`` seconds (too few: skipped)."""
+    if limit < SHORTEST_STAGE:
+        print(f"[gpu-check] {name}: skipped, {limit:.0f} s of the time limit left", flush=True)
+        return Stage(name, "skipped", 0.0, f"skipped: {limit:.0f} s of --time-limit were left")
     print(f"[gpu-check] {name}: {' '.join(command)}", flush=True)
     start = time.perf_counter()
     environment = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
@@ -153,14 +175,36 @@ def evaluation_table(run_dir: Path) -> list[str]:
     return lines
 
 
-def report(
-    stages: list[Stage],
-    train: list[str],
-    deferred: list[str],
-    evaluation: list[str],
-    command: str,
-) -> str:
-    """docs/gpu.md."""
+def suite_summary(stage: Stage) -> list[str]:
+    """pytest's closing line."""
+    closing = [line for line in stage.output.splitlines() if " passed" in line or " failed" in line]
+    return [f"`{(closing or ['no summary'])[-1]}`"]
+
+
+def stage_section(name: str, stage: Stage, work: Path, busy: BusySampler | None) -> list[str]:
+    """The report's section on one finished stage (empty for the data stage)."""
+    if name == "suite":
+        return ["## Test suite with CUDA visible", "", *suite_summary(stage), ""]
+    if name == "train":
+        summary = training_summary(work / "train", busy)
+        return ["## make train's run on this machine", "", *summary, ""]
+    if name == "deferred":
+        summary = training_summary(work / "deferred", busy)
+        return ["With `trainer.defer_sync=true` (its first epochs again):", "", *summary, ""]
+    if name == "eval":
+        return ["## Its evaluation", "", *evaluation_table(work / "eval"), ""]
+    if name == "budget":
+        title = f"## A budgeted run (`trainer.max_time={BUDGET}`, scripts/benchmark_budget.py)"
+        table = stage.output.split("\n\n", 1)[-1]  # past the rows printed as each run ended
+        return [title, "", table.strip() if stage.status == "passed" else "-", ""]
+    if name == "bench":
+        body = stage.output if stage.status == "passed" else f"```\n{stage.output}\n```"
+        return ["## Benchmarks (scripts/benchmark_gpu.py)", "", body.strip(), ""]
+    return []
+
+
+def report(stages: list[Stage], sections: list[str], command: str) -> str:
+    """docs/gpu.md: the stages' table, each finished stage's section, what failed."""
     lines = [
         "# GPU check",
         "",
@@ -170,52 +214,55 @@ def report(
         "|---|---|---|",
         *[f"| {s.name} | {s.status} | {s.seconds:.0f} |" for s in stages],
         "",
+        *sections,
     ]
-    suite = next((s for s in stages if s.name == "suite"), None)
-    if suite is not None:
-        closing = [
-            line for line in suite.output.splitlines() if " passed" in line or " failed" in line
-        ]
-        lines += ["## Test suite with CUDA visible", "", f"`{(closing or ['no summary'])[-1]}`", ""]
-    lines += ["## make train's run on this machine", "", *train, ""]
-    lines += ["With `trainer.defer_sync=true` (its first epochs again):", "", *deferred, ""]
-    lines += ["## Its evaluation", ""]
-    lines += [*evaluation, ""]
-    bench = next((s for s in stages if s.name == "bench"), None)
-    if bench is not None:
-        body = bench.output if bench.status == "passed" else f"```\n{bench.output}\n```"
-        lines += ["## Benchmarks (scripts/benchmark_gpu.py)", "", body.strip(), ""]
-    failed = [s for s in stages if s.status != "passed"]
-    for stage in failed:
-        lines += [f"## {stage.name}: {stage.status}", "", "```", stage.output.strip(), "```", ""]
-    return "\n".join(lines)
+    for stage in stages:
+        if stage.status not in ("passed", "skipped"):
+            lines += [
+                f"## {stage.name}: {stage.status}",
+                "",
+                "```",
+                stage.output.strip(),
+                "```",
+                "",
+            ]
+    return "\n".join(lines) + "\n"
 
 
-def commands(work: Path, dry_run: bool) -> dict[str, list[str]]:
-    """Each stage's command (``dry_run``: small, on the CPU, for a machine without a GPU)."""
+def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> dict[str, list[str]]:
+    """Each stage's command, in the order they run (``dry_run``: small, on the CPU): the suite
+    stage runs ``tests`` (all if empty), the bench stage ``bench_parts`` of benchmark_gpu.py."""
     python = str(BIN / "python")
-    suite = [str(BIN / "pytest"), "-q", "-n", "auto", "-m", "not slow", "-p", "no:cacheprovider"]
     train = [str(BIN / "mri-recon-train"), f"hydra.run.dir={work / 'train'}"]
     train.append("trainer.max_time=null")
     deferred = [str(BIN / "mri-recon-train"), f"hydra.run.dir={work / 'deferred'}"]
     deferred += ["trainer.max_time=null", "trainer.defer_sync=true"]
     deferred.append(f"trainer.max_epochs={DEFERRED_EPOCHS}")
+    # pytest as a module: a virtual environment on top of a GPU image (make install WHEELS=DIR)
+    # reaches the image's pytest but has no pytest script of its own.
+    # One thread a test process, as make test has it: pytest-xdist starts a process a core.
+    suite = ["env", "OMP_NUM_THREADS=1", python, "-m", "pytest", "-q", "-n", "auto"]
+    suite += ["--dist", "worksteal", "-m", "not slow", "-p", "no:cacheprovider", *tests]
     evaluate = [str(BIN / "mri-recon-eval"), f"hydra.run.dir={work / 'eval'}"]
     evaluate.append(f"checkpoint={work / 'train' / 'checkpoints' / 'best.pt'}")
-    bench = [python, str(SCRIPTS / "benchmark_gpu.py")]
+    budget = [python, str(SCRIPTS / "benchmark_budget.py"), "--runs", "1", "--max-time", BUDGET]
+    bench = [python, str(SCRIPTS / "benchmark_gpu.py"), "--parts", bench_parts]
     if dry_run:
-        suite += ["tests/test_devices.py"]
         train += ["trainer.max_epochs=1", "trainer.device=cpu"]
         deferred += ["trainer.max_epochs=1", "trainer.device=cpu"]
+        suite += [] if tests else ["tests/test_devices.py"]
         evaluate += ["device=cpu"]
+        budget += ["trainer.device=cpu"]
         bench += ["--size", "demo", "--device", "cpu", "--repeats", "2"]
     data = [str(BIN / "mri-recon-data"), f"out={PROJECT_DIR / 'data' / 'demo'}"]
+    needs_data = not (PROJECT_DIR / "data" / "demo" / "singlecoil_train").is_dir()
     return {
-        "data": data,
-        "suite": suite,
+        **({"data": data} if needs_data else {}),
         "train": train,
         "deferred": deferred,
+        "suite": suite,
         "eval": evaluate,
+        "budget": budget,
         "bench": bench,
     }
 
@@ -225,7 +272,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: docs/gpu.md")
     parser.add_argument("--work", type=Path, default=PROJECT_DIR / "runs" / "gpu_check")
     parser.add_argument("--dry-run", action="store_true", help="small, on the CPU")
+    parser.add_argument(
+        "--time-limit", type=float, default=None, help="seconds for all stages together"
+    )
+    parser.add_argument("--stages", default=",".join(LIMITS), help="comma-separated, in order")
+    parser.add_argument("--tests", nargs="*", default=[], help="the suite stage's tests")
+    parser.add_argument("--bench-parts", default="all", help="benchmark_gpu.py --parts")
     args = parser.parse_args()
+    chosen = args.stages.split(",")
+    unknown = sorted(set(chosen) - set(LIMITS))
+    if unknown:
+        parser.error(
+            f"--stages: unknown {', '.join(unknown)} (expected some of {', '.join(LIMITS)})"
+        )
     if not torch.cuda.is_available() and not args.dry_run:
         print(
             f"error: gpu-check: torch {torch.__version__} sees no CUDA GPU (a CPU build, or no "
@@ -235,23 +294,21 @@ def main() -> None:
         sys.exit(2)
     work = args.work.resolve()
     shutil.rmtree(work, ignore_errors=True)
-    steps = commands(work, args.dry_run)
-    stages = []
-    if not (PROJECT_DIR / "data" / "demo" / "singlecoil_train").is_dir():
-        stages.append(run_stage("data", steps["data"], LIMITS["data"]))
-    stages.append(run_stage("suite", steps["suite"], LIMITS["suite"]))
-    with BusySampler() as busy:
-        stages.append(run_stage("train", steps["train"], LIMITS["train"]))
-    train = training_summary(work / "train", busy)
-    with BusySampler() as busy:
-        stages.append(run_stage("deferred", steps["deferred"], LIMITS["deferred"]))
-    deferred = training_summary(work / "deferred", busy)
-    stages.append(run_stage("eval", steps["eval"], LIMITS["eval"]))
-    stages.append(run_stage("bench", steps["bench"], LIMITS["bench"]))
     command = "scripts/gpu_check.py --dry-run" if args.dry_run else "make gpu-check"
-    text = report(stages, train, deferred, evaluation_table(work / "eval"), command)
     out = args.out or (work / "gpu.md" if args.dry_run else PROJECT_DIR / "docs" / "gpu.md")
-    out.write_text(text + "\n")
+    deadline = time.monotonic() + (args.time_limit or float("inf"))
+    stages: list[Stage] = []
+    sections: list[str] = []
+    steps = commands(work, args.dry_run, args.tests, args.bench_parts)
+    # The demo data is made where it is missing, whichever stages were chosen.
+    for name, stage_command in ((n, c) for n, c in steps.items() if n in [*chosen, "data"]):
+        limit = min(LIMITS[name], deadline - time.monotonic())
+        with BusySampler() as busy:
+            stage = run_stage(name, stage_command, limit)
+        stages.append(stage)
+        sections += stage_section(name, stage, work, busy)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report(stages, sections, command))
     print(f"[gpu-check] wrote {out}")
     sys.exit(0 if all(stage.status == "passed" for stage in stages) else 1)
 

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from mri_recon.data.dataset import SliceDataset, split_folder
 from mri_recon.data.header import build_header, parse_header
-from mri_recon.data.loaders import build_loader, build_mask_func, seed_worker
+from mri_recon.data.loaders import build_loader, build_mask_func, start_worker
 from mri_recon.data.transforms import ZeroFilledTransform
 from mri_recon.errors import DataError, UserError
 
@@ -158,7 +158,7 @@ def test_dataloader_workers_draw_distinct_mask_streams(tiny_root: Path) -> None:
     for a, b in zip(worker0, worker1, strict=True):
         assert not torch.equal(a, b)
     assert not torch.equal(worker0[0], worker0[1])
-    assert seed_worker.__doc__  # the loader's worker_init_fn
+    assert start_worker.__doc__  # the loader's worker_init_fn
 
 
 def test_test_files_use_their_stored_mask(tiny_root: Path) -> None:

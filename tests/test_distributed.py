@@ -15,9 +15,19 @@ from .conftest import TINY_TRAIN, run_cli, two_process_device
 
 
 def torchrun(module: str, *overrides: str) -> subprocess.CompletedProcess:
-    executable = Path(sys.executable).parent / "torchrun"
+    # torchrun's module, not its console script: a virtual environment made on top of a GPU
+    # image's PyTorch (make install WHEELS=DIR) has no torchrun of its own.
     result = subprocess.run(
-        [str(executable), "--standalone", "--nproc_per_node=2", "-m", module, *overrides],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            module,
+            *overrides,
+        ],
         capture_output=True,
         text=True,
         timeout=600,

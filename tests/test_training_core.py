@@ -188,3 +188,41 @@ def test_a_worker_count_that_cannot_work_is_one_line(value: str) -> None:
     cfg = compose_config("train", [f"data.num_workers={value}"])
     with pytest.raises(UserError, match="data.num_workers: expected auto or an integer >= 0"):
         check_config(cfg)
+
+
+def epoch_images(data: TrainingData, epochs: range) -> list[torch.Tensor]:
+    """Every training batch's images, epoch after epoch."""
+    images = []
+    for epoch in epochs:
+        data.start_epoch(epoch)
+        images += [batch.image for batch in data.train_loader]
+    return images
+
+
+def test_training_masks_do_not_depend_on_the_workers_or_where_a_run_resumed(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    """Each slice's mask comes from (seed, epoch, index): two persistent workers give the
+    batches the main process gives, and a loader started at epoch 2 (a resumed run) gives what
+    one that ran epochs 0 and 1 gives next."""
+    _, main_process = tiny_state(tiny_root, tmp_path)
+    _, workers = tiny_state(tiny_root, tmp_path, "data.num_workers=2")
+    _, resumed = tiny_state(tiny_root, tmp_path, "data.num_workers=2")
+    expected = epoch_images(main_process, range(3))
+    got = epoch_images(workers, range(3))
+    assert len(got) == len(expected) == 3 * len(main_process.train_loader)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a, b)
+    per_epoch = len(main_process.train_loader)
+    for a, b in zip(epoch_images(resumed, range(2, 3)), expected[2 * per_epoch :], strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(expected[0], expected[per_epoch])  # new masks (and order) each epoch
+
+
+def test_loader_workers_are_started_once_per_run(tiny_root: Path, tmp_path: Path) -> None:
+    _, data = tiny_state(tiny_root, tmp_path, "data.num_workers=2")
+    epoch_images(data, range(1))
+    started = data.train_loader._iterator._workers
+    epoch_images(data, range(1, 3))
+    assert data.train_loader._iterator._workers is started
+    assert all(worker.is_alive() for worker in started)

@@ -106,16 +106,48 @@ def slice_transform(dataset: torch.utils.data.Dataset) -> object | None:
     return getattr(dataset, "transform", None)
 
 
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: a distinct training-mask stream per worker and per rank.
+def start_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C is the main process's to handle, not the workers'.
 
-    Without it every forked worker inherits the same mask RNG state and draws the same masks.
-    ``torch.initial_seed()`` inside a worker is the loader's per-epoch base seed + worker id.
+    (Training masks need no per-worker seeding: ``SeededMasks`` seeds each sample's own.)
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    transform = slice_transform(torch.utils.data.get_worker_info().dataset)
-    if isinstance(transform, ZeroFilledTransform):
-        transform.reseed([torch.initial_seed() % 2**32, distributed.rank(), worker_id])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class EpochIndices(torch.utils.data.Sampler):
+    """``(epoch, index)`` for each index of ``sampler``, in its order: the epoch reaches the
+    workers with every index, so each sample can draw its mask from its own seed."""
+
+    def __init__(self, sampler: torch.utils.data.Sampler) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, index) for index in self.sampler)
+
+
+class SeededMasks(torch.utils.data.Dataset):
+    """A dataset read by ``(epoch, index)``: before loading a slice, its training mask stream is
+    reseeded from (seed, epoch, index). A slice thus gets the same mask whichever worker (or how
+    many) loads it, also in a resumed run, so the workers can persist across epochs. Stored and
+    file-seeded (validation) masks do not use the stream and are unchanged."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.transform = slice_transform(dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> object:
+        epoch, index = key
+        if isinstance(self.transform, ZeroFilledTransform):
+            self.transform.reseed([self.seed, epoch, index])
+        return self.dataset[index]
 
 
 # data.num_workers=auto: all but one of this process's cores, within these bounds.
@@ -150,21 +182,33 @@ def build_loader(
     generator: torch.Generator | None = None,
     pin_memory: bool = False,
     sampler: torch.utils.data.Sampler | None = None,
+    seed: int = 0,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader whose workers each draw their own training masks (samples holding k-space
-    collated so that k-space of different widths can share a batch)."""
+    """A DataLoader whose workers persist across epochs (they are started once, not every
+    epoch) and whose every sample draws its training mask from (``seed``, epoch, index); its
+    ``sampler`` is an ``EpochIndices`` (set its ``epoch`` before each epoch). ``generator``
+    shuffles; ``sampler`` (e.g. a DistributedSampler) replaces the shuffle. Samples holding
+    k-space are collated so that k-space of different widths can share a batch."""
+    if sampler is None:
+        sampler = (
+            torch.utils.data.RandomSampler(dataset, generator=generator)
+            if shuffle
+            else torch.utils.data.SequentialSampler(dataset)
+        )
     keep_kspace = getattr(slice_transform(dataset), "keep_kspace", False)
+    workers = worker_count(data_cfg.num_workers)
     return torch.utils.data.DataLoader(
-        dataset,
+        SeededMasks(dataset, seed),
         collate_fn=device_collate if keep_kspace else None,
         batch_size=data_cfg.batch_size,
-        shuffle=shuffle,
-        sampler=sampler,
-        num_workers=worker_count(data_cfg.num_workers),
-        worker_init_fn=seed_worker,
-        generator=generator,
+        sampler=EpochIndices(sampler),
+        num_workers=workers,
+        worker_init_fn=start_worker,
+        # The workers' base seed comes from here, not from torch's global stream, which a
+        # resumed run would then draw from at another point.
+        generator=torch.Generator().manual_seed(seed),
         pin_memory=pin_memory,
-        persistent_workers=False,
+        persistent_workers=workers > 0,
     )
 
 
@@ -213,7 +257,7 @@ class TrainingData:
 
     Samples hold the masked k-space, mask and center-line count when the model takes k-space.
     Training batches are shuffled with a per-epoch seed (sharded per rank under torchrun) and
-    masked with random masks; validation uses file-seeded masks and, under torchrun, each rank
+    masked with random masks, each slice's drawn from (seed, epoch, slice index); validation uses file-seeded masks and, under torchrun, each rank
     validates its own whole volumes. With ``data.transform_on`` = device (``auto`` on CUDA), the
     workers only read and mask and the loaders make the images on ``device``.
     """
@@ -236,8 +280,15 @@ class TrainingData:
             )
         pin = device.type == "cuda"
         self.train_loader = build_loader(
-            self.train_set, cfg.data, self.sampler is None, self.generator, pin, self.sampler
+            self.train_set,
+            cfg.data,
+            self.sampler is None,
+            self.generator,
+            pin,
+            self.sampler,
+            cfg.seed,
         )
+        self.train_indices = self.train_loader.sampler
         names = [path.name for path, _ in self.val_set.slices]
         self.val_loader = build_loader(
             torch.utils.data.Subset(self.val_set, distributed.my_volume_indices(names)),
@@ -256,5 +307,4 @@ class TrainingData:
         self.generator.manual_seed(epoch_seed(self.seed, epoch))
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        # The mask stream of the main process (num_workers=0); workers reseed their own.
-        self.train_set.transform.reseed([self.seed, epoch, distributed.rank()])
+        self.train_indices.epoch = epoch  # each sample's mask seed: (seed, epoch, index)

@@ -7,7 +7,8 @@ rows before the phase-encode (column) inverse FFT.
 
 Validation and test masks are seeded from the file name (as fastmri's ``use_seed=True``), so every
 evaluation sees the same mask for a volume. Training masks come from the mask function's own random
-stream, which ``seed_worker`` reseeds per DataLoader worker and per distributed rank.
+stream, which the training loader (``loaders.SeededMasks``) reseeds for every slice from the run's
+seed, the epoch and the slice's index.
 
 With ``on_device=True`` the workers only read and mask; ``DeviceTransform`` then makes the images
 of a whole batch on the training device.
@@ -175,7 +176,7 @@ class ZeroFilledTransform:
         self.on_device = on_device
 
     def reseed(self, seed: int | list[int]) -> None:
-        """Restart the random training-mask stream (called once per DataLoader worker)."""
+        """Restart the random training-mask stream (``loaders.SeededMasks``: once per slice)."""
         if self.mask_func is not None:
             self.mask_func.rng = np.random.RandomState(
                 np.random.SeedSequence(seed).generate_state(4)
