@@ -18,11 +18,13 @@ The exit status is 1 if any stage did not pass. In order:
 2. the first 8 epochs of that run again with ``trainer.defer_sync=true`` (the host reads each
    step's loss and NaN check one step later), its seconds an epoch and busy % beside the plain
    run's: the measurement that decides whether it becomes the default,
-3. the test suite with CUDA visible (tests that need a GPU run; the others as on a CPU),
-4. its evaluation: zero-filled, TV and the U-Net on the val split,
-5. a budgeted run (``trainer.max_time``, scripts/benchmark_budget.py): its planned step and the
+3. where an epoch's time goes (scripts/profile_training.py): the step, waiting for batches,
+   validation, checkpoints; the kernels of one step and the GPU's busy time against its wall time,
+4. the test suite with CUDA visible (tests that need a GPU run; the others as on a CPU),
+5. its evaluation: zero-filled, TV and the U-Net on the val split,
+6. a budgeted run (``trainer.max_time``, scripts/benchmark_budget.py): its planned step and the
    share of the budget it used,
-6. the GPU rows of the benchmarks (scripts/benchmark_gpu.py).
+7. the GPU rows of the benchmarks (scripts/benchmark_gpu.py).
 """
 
 import argparse
@@ -50,6 +52,7 @@ LIMITS = {
     "data": 120,
     "train": 150,
     "deferred": 60,
+    "profile": 90,
     "suite": 240,
     "eval": 120,
     "budget": 90,
@@ -191,6 +194,9 @@ def stage_section(name: str, stage: Stage, work: Path, busy: BusySampler | None)
     if name == "deferred":
         summary = training_summary(work / "deferred", busy)
         return ["With `trainer.defer_sync=true` (its first epochs again):", "", *summary, ""]
+    if name == "profile":
+        body = stage.output.strip() if stage.status == "passed" else "-"
+        return ["## Where an epoch's time goes (scripts/profile_training.py)", "", body, ""]
     if name == "eval":
         return ["## Its evaluation", "", *evaluation_table(work / "eval"), ""]
     if name == "budget":
@@ -240,6 +246,7 @@ def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> d
     deferred.append(f"trainer.max_epochs={DEFERRED_EPOCHS}")
     # pytest as a module: a virtual environment on top of a GPU image (make install WHEELS=DIR)
     # reaches the image's pytest but has no pytest script of its own.
+    profile = [python, str(SCRIPTS / "profile_training.py"), "--epochs", "4"]
     # One thread a test process, as make test has it: pytest-xdist starts a process a core.
     suite = ["env", "OMP_NUM_THREADS=1", python, "-m", "pytest", "-q", "-n", "auto"]
     suite += ["--dist", "worksteal", "-m", "not slow", "-p", "no:cacheprovider", *tests]
@@ -250,6 +257,7 @@ def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> d
     if dry_run:
         train += ["trainer.max_epochs=1", "trainer.device=cpu"]
         deferred += ["trainer.max_epochs=1", "trainer.device=cpu"]
+        profile += ["--profile-steps", "2", "trainer.device=cpu"]
         suite += [] if tests else ["tests/test_devices.py"]
         evaluate += ["device=cpu"]
         budget += ["trainer.device=cpu"]
@@ -260,6 +268,7 @@ def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> d
         **({"data": data} if needs_data else {}),
         "train": train,
         "deferred": deferred,
+        "profile": profile,
         "suite": suite,
         "eval": evaluate,
         "budget": budget,

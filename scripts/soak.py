@@ -39,7 +39,9 @@ def soak(root: Path, challenge: str, epochs: int, num_workers: int, train: bool)
     )
     dataset = SliceDataset(split_folder(root, challenge, "train"), challenge, transform)
     loader = build_loader(
-        dataset, OmegaConf.create({"batch_size": 4, "num_workers": num_workers}), shuffle=True
+        dataset,
+        OmegaConf.create({"batch_size": 4, "num_workers": num_workers}),
+        torch.utils.data.RandomSampler(dataset),
     )
     model = Unet(chans=8, num_pool_layers=3)
     optimizer = torch.optim.Adam(model.parameters())

@@ -168,3 +168,35 @@ def test_an_offline_install_without_wheels_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode != 0 and not (tmp_path / "venv").exists()
     assert f"WHEELS={tmp_path}: no wheels there (make them with 'make wheels'" in result.stderr
+
+
+def test_an_offline_install_reaches_the_pytorch_of_a_venv_python(tmp_path: Path) -> None:
+    """make install WHEELS=DIR PYTHON=P, where P is itself a virtual environment's python (a GPU
+    image's /opt/.../.venv): the new venv imports P's torch (--system-site-packages alone would
+    reach only the base interpreter's packages) and the install goes on to the wheels."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "broken-1.0-py3-none-any.whl").write_text("not a wheel")  # stops pip after the check
+    venv = tmp_path / "venv"
+    result = subprocess.run(
+        [
+            "make",
+            "-C",
+            str(PROJECT_DIR),
+            "install",
+            f"WHEELS={wheels}",
+            f"VENV={venv}",
+            f"PYTHON={sys.executable}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "has no PyTorch to build on" not in result.stderr, result.stderr
+    assert "broken-1.0" in result.stdout + result.stderr and result.returncode != 0
+    imported = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import torch; print(torch.__version__)"],
+        capture_output=True,
+        text=True,
+    )
+    assert imported.stdout.strip() == torch.__version__

@@ -178,23 +178,17 @@ def check_num_workers(setting: object) -> None:
 def build_loader(
     dataset: torch.utils.data.Dataset,
     data_cfg: DictConfig,
-    shuffle: bool,
-    generator: torch.Generator | None = None,
-    pin_memory: bool = False,
     sampler: torch.utils.data.Sampler | None = None,
+    pin_memory: bool = False,
     seed: int = 0,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader whose workers persist across epochs (they are started once, not every
-    epoch) and whose every sample draws its training mask from (``seed``, epoch, index); its
-    ``sampler`` is an ``EpochIndices`` (set its ``epoch`` before each epoch). ``generator``
-    shuffles; ``sampler`` (e.g. a DistributedSampler) replaces the shuffle. Samples holding
-    k-space are collated so that k-space of different widths can share a batch."""
+    """A DataLoader over ``dataset`` in ``sampler``'s order (None: in order), whose workers
+    persist across epochs (started once, not every epoch) and whose every sample draws its
+    training mask from (``seed``, epoch, index); its ``sampler`` is an ``EpochIndices`` (set its
+    ``epoch`` before each epoch). Samples holding k-space are collated so that k-space of
+    different widths can share a batch."""
     if sampler is None:
-        sampler = (
-            torch.utils.data.RandomSampler(dataset, generator=generator)
-            if shuffle
-            else torch.utils.data.SequentialSampler(dataset)
-        )
+        sampler = torch.utils.data.SequentialSampler(dataset)
     keep_kspace = getattr(slice_transform(dataset), "keep_kspace", False)
     workers = worker_count(data_cfg.num_workers)
     return torch.utils.data.DataLoader(
@@ -257,9 +251,10 @@ class TrainingData:
 
     Samples hold the masked k-space, mask and center-line count when the model takes k-space.
     Training batches are shuffled with a per-epoch seed (sharded per rank under torchrun) and
-    masked with random masks, each slice's drawn from (seed, epoch, slice index); validation uses file-seeded masks and, under torchrun, each rank
-    validates its own whole volumes. With ``data.transform_on`` = device (``auto`` on CUDA), the
-    workers only read and mask and the loaders make the images on ``device``.
+    masked with random masks, each slice's drawn from (seed, epoch, slice index); validation
+    uses file-seeded masks and, under torchrun, each rank validates its own whole volumes. With
+    ``data.transform_on`` = device (``auto`` on CUDA), the workers only read and mask and the
+    loaders make the images on ``device``.
     """
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
@@ -279,22 +274,15 @@ class TrainingData:
                 self.train_set, shuffle=True, seed=cfg.seed
             )
         pin = device.type == "cuda"
-        self.train_loader = build_loader(
-            self.train_set,
-            cfg.data,
-            self.sampler is None,
-            self.generator,
-            pin,
-            self.sampler,
-            cfg.seed,
-        )
+        order = self.sampler
+        if order is None:
+            order = torch.utils.data.RandomSampler(self.train_set, generator=self.generator)
+        self.train_loader = build_loader(self.train_set, cfg.data, order, pin, cfg.seed)
         self.train_indices = self.train_loader.sampler
         names = [path.name for path, _ in self.val_set.slices]
         self.val_loader = build_loader(
             torch.utils.data.Subset(self.val_set, distributed.my_volume_indices(names)),
             cfg.data,
-            shuffle=False,
-            generator=torch.Generator().manual_seed(0),
             pin_memory=pin,
         )
         if on_device:

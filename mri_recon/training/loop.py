@@ -64,8 +64,8 @@ def fit(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> T
         # The config: the saved run's when resuming; a value that cannot work stops us here.
         cfg, checkpoint = resolve_resume(cfg, run_dir, overrides or [])
         check_config(cfg)
-        # The worker count decides which worker draws which batch's mask: saved as a number,
-        # so that a resumed run (on this machine or another) draws the same masks.
+        # The worker count the run used, saved as a number (the masks do not depend on it:
+        # each slice's is seeded by itself, so a resumed run may use another count).
         cfg.data.num_workers = worker_count(cfg.data.num_workers)
         # Seeds, then device and precision; under torchrun, the process group.
         seed_everything(cfg.seed)
