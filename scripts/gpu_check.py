@@ -179,9 +179,15 @@ def evaluation_table(run_dir: Path) -> list[str]:
 
 
 def suite_summary(stage: Stage) -> list[str]:
-    """pytest's closing line."""
-    closing = [line for line in stage.output.splitlines() if " passed" in line or " failed" in line]
-    return [f"`{(closing or ['no summary'])[-1]}`"]
+    """pytest's closing line; for a suite stopped before it, how far it got."""
+    lines = stage.output.splitlines()
+    closing = [line for line in lines if " passed" in line or " failed" in line]
+    if closing:
+        return [f"`{closing[-1]}`"]
+    progress = [line for line in lines if line.rstrip().endswith("%]")]
+    reached = progress[-1].rsplit("[", 1)[-1].rstrip("]") if progress else "0%"
+    failures = sum(line.count("F") + line.count("E") for line in progress)
+    return [f"{stage.status} at {reached.strip()} of the tests, {failures} failed or errors so far"]
 
 
 def stage_section(name: str, stage: Stage, work: Path, busy: BusySampler | None) -> list[str]:

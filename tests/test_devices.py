@@ -200,3 +200,14 @@ def test_an_offline_install_reaches_the_pytorch_of_a_venv_python(tmp_path: Path)
         text=True,
     )
     assert imported.stdout.strip() == torch.__version__
+
+
+def test_gpu_check_reports_how_far_a_stopped_suite_got(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(PROJECT_DIR / "scripts"))
+    import gpu_check
+
+    stopped = "bringing up nodes...\n\n" + "." * 72 + " [ 22%]\n....F..E.s [ 45%]\n"
+    summary = gpu_check.suite_summary(gpu_check.Stage("suite", "timed out", 240.0, stopped))
+    assert summary == ["timed out at 45% of the tests, 2 failed or errors so far"]
+    finished = gpu_check.Stage("suite", "passed", 84.0, "....\n105 passed in 84.18s\n")
+    assert gpu_check.suite_summary(finished) == ["`105 passed in 84.18s`"]
