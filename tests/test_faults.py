@@ -47,15 +47,17 @@ def checkpoint_step(run_dir: Path) -> int:
         return -1
 
 
-# `mri-recon-train` whose checkpoint writer signals its own process once last.pt holds step
-# AT_STEP: the signal lands at that step however fast the machine is (a signal sent from outside
-# once the test saw the file could arrive after the last step, with the run already finished).
+# `mri-recon-train` whose checkpoint writer signals its own process (or, with TARGET group, its
+# whole process group: its DataLoader workers too, as Slurm signals a job step) once last.pt
+# holds step AT_STEP: the signal lands at that step however fast the machine is (a signal sent
+# from outside once the test saw the file could arrive after the last step, the run finished).
 SIGNAL_AT_STEP = """
 import os, sys
 from mri_recon import train
 from mri_recon.training import checkpointing
 
 at_step, signum = int(sys.argv.pop(1)), int(sys.argv.pop(1))
+target = sys.argv.pop(1)
 sys.argv[0] = "mri-recon-train"
 save = checkpointing.save_checkpoint
 
@@ -64,17 +66,25 @@ def save_then_signal(state, path):
     global at_step
     if path.name == "last.pt" and state["progress"]["global_step"] >= at_step:
         at_step = float("inf")  # once: a second stop signal would interrupt at once
-        os.kill(os.getpid(), signum)
+        if target == "group":
+            os.killpg(0, signum)
+        else:
+            os.kill(os.getpid(), signum)
 
 checkpointing.save_checkpoint = save_then_signal
 train.cli()
 """
 
 
-def start_and_signal(args: list[str], at_step: int, signum: int) -> subprocess.CompletedProcess:
-    """Train with ``args``, send ``signum`` right after last.pt reaches ``at_step``; the exit."""
-    command = [sys.executable, "-c", SIGNAL_AT_STEP, str(at_step), str(signum), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+def start_and_signal(
+    args: list[str], at_step: int, signum: int, target: str = "process"
+) -> subprocess.CompletedProcess:
+    """Train with ``args``, send ``signum`` right after last.pt reaches ``at_step`` (to the
+    training process, or with ``target`` group to its new process group); the exit."""
+    command = [sys.executable, "-c", SIGNAL_AT_STEP, str(at_step), str(signum), target, *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=600, start_new_session=True
+    )
 
 
 def resume_and_compare(run_dir: Path, straight_run: Path) -> None:
@@ -119,6 +129,22 @@ def test_sigterm_checkpoints_and_exits_with_resume_hint(
     assert stopped.returncode == 128 + signal.SIGTERM
     assert "trainer.resume=true" in stopped.stdout + stopped.stderr
     assert "Traceback" not in stopped.stderr
+    resume_and_compare(run_dir, straight_run)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_to_the_whole_job_with_loader_workers_stops_cleanly(
+    tiny_root: Path, tmp_path: Path, straight_run: Path, signum: int
+) -> None:
+    """Slurm signals every process of a job step, DataLoader workers too: the workers leave the
+    stop to the training process, which checkpoints and exits; the resumed run (two workers)
+    ends like the uninterrupted one (none: masks do not depend on the workers)."""
+    run_dir = tmp_path / "run"
+    args = train_args(tiny_root, run_dir, "data.num_workers=2")
+    stopped = start_and_signal(args, 3, signum, target="group")
+    assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    assert stopped.returncode == 128 + signum
+    assert "trainer.resume=true" in stopped.stdout + stopped.stderr
     resume_and_compare(run_dir, straight_run)
 
 

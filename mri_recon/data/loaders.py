@@ -21,6 +21,7 @@ from mri_recon.data.transforms import (
 from mri_recon.errors import UserError
 from mri_recon.models.interface import model_takes
 from mri_recon.runtime import epoch_seed
+from mri_recon.training.stopping import STOP_SIGNALS
 
 
 def build_mask_func(mask_cfg: DictConfig) -> MaskFunc:
@@ -107,11 +108,14 @@ def slice_transform(dataset: torch.utils.data.Dataset) -> object | None:
 
 
 def start_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: Ctrl-C is the main process's to handle, not the workers'.
+    """DataLoader ``worker_init_fn``: the stop signals (Ctrl-C, SIGTERM, Slurm's USR1/USR2,
+    which Slurm sends to every process of a job step) are the training process's to handle: it
+    checkpoints, then ends the workers. A worker killed by one would fail its next batch.
 
     (Training masks need no per-worker seeding: ``SeededMasks`` seeds each sample's own.)
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class EpochIndices(torch.utils.data.Sampler):
