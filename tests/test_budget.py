@@ -226,7 +226,8 @@ def test_budget_run_killed_then_resumed_matches_uninterrupted(
     the same plan."""
     budget_args = ["trainer.max_epochs=null", "trainer.max_time=00:10:00"]
     run_dir = tmp_path / "killed" / "run"
-    args = [str(12), str(int(signal.SIGKILL)), *train_args(tiny_root, run_dir, *budget_args)]
+    args = [str(12), str(int(signal.SIGKILL)), "process"]
+    args += train_args(tiny_root, run_dir, *budget_args)
     killed = subprocess.run(
         [sys.executable, "-c", PLAN_THEN_SIGNAL, *args], capture_output=True, timeout=600
     )
