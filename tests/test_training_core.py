@@ -4,6 +4,7 @@ import os
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from fastmri.models import Unet as FastmriUnet
@@ -226,3 +227,13 @@ def test_loader_workers_are_started_once_per_run(tiny_root: Path, tmp_path: Path
     epoch_images(data, range(1, 3))
     assert data.train_loader._iterator._workers is started
     assert all(worker.is_alive() for worker in started)
+
+
+def test_a_finished_run_leaves_no_loader_workers(tiny_root: Path, tmp_path: Path) -> None:
+    """Workers persist across epochs, not past the run: a sweep's jobs, run one after another in
+    one process by Hydra's basic launcher, would otherwise pile them up."""
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    args = ["debug=tiny", f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}"]
+    train_in_process(tmp_path / "run", *args, "data.num_workers=2", "trainer.max_epochs=2")
+    after = {child.pid for child in psutil.Process().children(recursive=True)}
+    assert after <= before
