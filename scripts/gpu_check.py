@@ -250,10 +250,10 @@ def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> d
     deferred = [str(BIN / "mri-recon-train"), f"hydra.run.dir={work / 'deferred'}"]
     deferred += ["trainer.max_time=null", "trainer.defer_sync=true"]
     deferred.append(f"trainer.max_epochs={DEFERRED_EPOCHS}")
-    # pytest as a module: a virtual environment on top of a GPU image (make install WHEELS=DIR)
-    # reaches the image's pytest but has no pytest script of its own.
     profile = [python, str(SCRIPTS / "profile_training.py"), "--epochs", "4"]
-    # One thread a test process, as make test has it: pytest-xdist starts a process a core.
+    # pytest as a module: a virtual environment on top of a GPU image (make install WHEELS=DIR)
+    # reaches the image's pytest but has no pytest script of its own. One thread a test
+    # process, as make test has it: pytest-xdist starts a process a core.
     suite = ["env", "OMP_NUM_THREADS=1", python, "-m", "pytest", "-q", "-n", "auto"]
     suite += ["--dist", "worksteal", "-m", "not slow", "-p", "no:cacheprovider", *tests]
     evaluate = [str(BIN / "mri-recon-eval"), f"hydra.run.dir={work / 'eval'}"]
