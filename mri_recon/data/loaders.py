@@ -149,7 +149,7 @@ class SeededMasks(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> object:
         epoch, index = key
-        if isinstance(self.transform, ZeroFilledTransform):
+        if isinstance(self.transform, ZeroFilledTransform) and not self.transform.fixed_masks:
             self.transform.reseed([self.seed, epoch, index])
         return self.dataset[index]
 
