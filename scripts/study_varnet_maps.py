@@ -12,7 +12,8 @@ their root-sum-of-squares) for one run, then trains or evaluates as the tools do
 
 MAPS: ``measured`` (the default's own), ``full`` (each slice's coil images from its fully sampled
 k-space, read from its file: not realizable, a bound), ``full:N`` (from its central N columns),
-``walsh`` (the TV baseline's adaptive-combine maps from the measured center lines),
+``walsh`` (the TV baseline's adaptive-combine maps from the measured center lines), ``espirit``
+(the TV baseline's ESPIRiT maps from the measured center lines, cached per slice),
 ``recompute:N`` (before every cascade after the first, from the central N columns of the current
 k-space) and ``residual`` (a sensitivity U-Net, ``model.sens_chans``, added to the measured maps,
 its last layer zero so that it starts from them).
@@ -137,6 +138,29 @@ def use_residual_maps() -> None:
     varnet.SensitivityNet.forward = maps
 
 
+def use_espirit_maps() -> None:
+    """ESPIRiT maps from the measured center lines (``espirit_aligned_maps``), computed once per
+    slice and center width and kept for later epochs."""
+    cache: dict[tuple[str, int, int], torch.Tensor] = {}
+    original = interface.kspace_output
+
+    def kspace_output(model, batch, runtime):
+        batch_slices[:] = list(zip(batch.fname, map(int, batch.slice_num), strict=True))
+        return original(model, batch, runtime)
+
+    def maps(self, kspace, mask, num_low):
+        counts = coil_maps.center_columns(mask.reshape(len(kspace), -1))
+        for index, (key, count) in enumerate(zip(batch_slices, counts.tolist(), strict=True)):
+            if (*key, count) not in cache:
+                cache[(*key, count)] = espirit_aligned_maps(kspace[index : index + 1], count)[0]
+        return torch.stack(
+            [cache[(*key, c)] for key, c in zip(batch_slices, counts.tolist(), strict=True)]
+        ).to(kspace.device)
+
+    interface.kspace_output = kspace_output
+    varnet.SensitivityNet.forward = maps
+
+
 def use_maps(name: str) -> None:
     """Patch the VarNet to take its maps as ``name`` (module docstring) says."""
     kind, _, count = name.partition(":")
@@ -144,13 +168,15 @@ def use_maps(name: str) -> None:
         use_full_maps(int(count) if count else None)
     elif kind == "walsh":
         use_walsh_maps()
+    elif kind == "espirit":
+        use_espirit_maps()
     elif kind == "recompute":
         use_recomputed_maps(int(count))
     elif kind == "residual":
         use_residual_maps()
     elif kind != "measured":
         raise SystemExit(
-            f"maps: expected measured, full[:N], walsh, recompute:N or residual, got {name!r}"
+            f"maps: expected measured, full[:N], walsh, espirit, recompute:N or residual, got {name!r}"
         )
 
 
@@ -160,6 +186,14 @@ def walsh_aligned_maps(kspace: torch.Tensor, count: int) -> torch.Tensor:
     window = coil_maps.center_window(kspace.shape[-1], count, kspace.device)
     window = window.expand(len(kspace), -1)
     maps = walsh_first_coil_maps(kspace, window)
+    reference = center_line_maps(kspace, count)
+    return maps * torch.exp(1j * torch.angle((maps.conj() * reference).sum(dim=1, keepdim=True)))
+
+
+def espirit_aligned_maps(kspace: torch.Tensor, count: int) -> torch.Tensor:
+    """(S, C, H, W) ESPIRiT maps (the TV baseline's, configs/baseline/tv.yaml's defaults) from
+    the central ``count`` columns, each pixel's phase turned to that of the center-line maps."""
+    maps, _ = coil_maps.espirit_maps(kspace, count, coil_maps.MapSettings())
     reference = center_line_maps(kspace, count)
     return maps * torch.exp(1j * torch.angle((maps.conj() * reference).sum(dim=1, keepdim=True)))
 
