@@ -9,8 +9,15 @@ from skimage.data import shepp_logan_phantom
 from skimage.metrics import structural_similarity
 from skimage.transform import resize
 
-from mri_recon.baselines import tv
-from mri_recon.baselines.coil_maps import MapSettings, espirit_covariance, estimate_maps
+from mri_recon.baselines import coil_maps, tv
+from mri_recon.baselines.coil_maps import (
+    MapSettings,
+    center_columns,
+    espirit_covariance,
+    espirit_kernels,
+    espirit_maps,
+    estimate_maps,
+)
 from mri_recon.baselines.tv import (
     SenseOperator,
     TVSettings,
@@ -304,3 +311,31 @@ def test_espirit_covariance_from_a_small_grid_is_the_full_size_sum(shape: tuple)
     direct = direct * (height * width / (rows * columns))
     found = espirit_covariance(kernels, height, width)
     torch.testing.assert_close(found, direct, rtol=0, atol=1e-4)
+
+
+def test_espirit_power_iteration_finds_the_dominant_eigenpair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The power iteration, normalized only every few products, gives what normalizing after
+    every product gives, and each pixel's dominant eigenvalue of the ESPIRiT covariance and its
+    eigenvector (up to phase) where the second eigenvalue is clearly smaller."""
+    truth, true_maps = phantom(), smooth_maps(4)
+    mask = column_mask(4, 0.16, seed=4)
+    kspace = mask[:, None, None, :] * fft2c(true_maps * truth)
+    count = int(center_columns(mask.bool())[0])
+    settings = MapSettings(calibration_rows=SIZE)
+    maps, eigenvalue = espirit_maps(kspace, count, settings)
+    monkeypatch.setattr(coil_maps, "NORMALIZE_EVERY", 1)
+    every_maps, every_eigenvalue = espirit_maps(kspace, count, settings)
+    torch.testing.assert_close(eigenvalue, every_eigenvalue, rtol=0, atol=1e-5)
+    torch.testing.assert_close(maps, every_maps, rtol=0, atol=1e-5)
+    start = (SIZE - count + 1) // 2
+    calibration = kspace[..., start : start + count]
+    kernel = (settings.kernel, min(settings.kernel, count // 2))
+    covariance = espirit_covariance(espirit_kernels(calibration, kernel, 0.02), SIZE, SIZE)
+    values, vectors = torch.linalg.eigh(covariance)  # ascending
+    clear = (eigenvalue > 0.8) & (values[..., -2] < 0.8 * values[..., -1])
+    assert clear.float().mean() > 0.3
+    torch.testing.assert_close(eigenvalue[clear], values[..., -1][clear], rtol=1e-3, atol=0)
+    alignment = (vectors[..., -1].conj() * maps.permute(0, 2, 3, 1)).sum(dim=-1).abs()
+    assert alignment[clear].min() > 0.999

@@ -33,6 +33,8 @@ from mri_recon.fourier import fft2c, ifft2c
 
 METHODS = ("auto", "espirit", "center_lines", "walsh")
 COVARIANCE_BYTES = 2**29  # slices per chunk: a chunk's (H, W, C, C) covariances fit this
+NORMALIZE_EVERY = 5  # ESPIRiT's power iteration: products between normalizations (the
+# eigenvalue, at most 1, to the 5th power stays far from float32's smallest in its support)
 
 
 @dataclass(frozen=True)
@@ -156,10 +158,15 @@ def espirit_maps(
     kernels = espirit_kernels(calibration, kernel, settings.threshold)
     covariance = espirit_covariance(kernels, height, width)
     vectors = torch.ones(batch, height, width, coils, 1, dtype=kspace.dtype, device=kspace.device)
-    for _ in range(settings.power_iterations):
+    last = settings.power_iterations - 1
+    for iteration in range(settings.power_iterations):
         vectors = covariance @ vectors
-        eigenvalue = vectors.abs().pow(2).sum(dim=-2, keepdim=True).sqrt()
-        vectors = vectors / eigenvalue.clamp(min=1e-12)
+        # Normalized every NORMALIZE_EVERY iterations (the direction is the same; half the
+        # passes over memory of normalizing every time) and at the last two, so that the last
+        # product's norm is the eigenvalue.
+        if iteration % NORMALIZE_EVERY == NORMALIZE_EVERY - 1 or iteration >= last - 1:
+            eigenvalue = vectors.abs().pow(2).sum(dim=-2, keepdim=True).sqrt()
+            vectors = vectors / eigenvalue.clamp(min=1e-12)
     maps = vectors[..., 0].permute(0, 3, 1, 2)
     return unit_over_coils(maps), eigenvalue[..., 0, 0]
 
