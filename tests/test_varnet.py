@@ -15,6 +15,7 @@ from fastmri.models import VarNet as FastmriVarNet
 from fastmri.models.varnet import SensitivityModel
 from torch.nn import functional as F
 
+from mri_recon.baselines.coil_maps import MapSettings, estimate_maps
 from mri_recon.checkpoints import import_fastmri_varnet, load_model
 from mri_recon.data.loaders import TrainingData
 from mri_recon.data.transforms import Sample
@@ -28,6 +29,7 @@ from mri_recon.training.settings import check_config
 from mri_recon.training.state import TrainState
 
 from .conftest import compose_config, run_cli, train_in_process
+from .test_tv import column_mask, phantom, smooth_maps
 
 TINY_VARNET = ["debug=tiny", "model=varnet", "model.num_cascades=2"]
 
@@ -146,6 +148,40 @@ def test_sens_chans_0_takes_the_center_lines_coil_images_as_maps() -> None:
     expected = images / images.abs().square().sum(dim=1, keepdim=True).sqrt()
     torch.testing.assert_close(maps, expected)
     torch.testing.assert_close(maps.abs().square().sum(dim=1), torch.ones(1, 32, 32))
+
+
+def test_sens_maps_espirit_are_the_tv_baselines_maps_for_each_center_width() -> None:
+    """``sens_maps=espirit``: each sample's maps are ``estimate_maps``' ESPIRiT maps of its own
+    center columns (10 and 5 here, in one batch), close to the true maps where the object is,
+    and the same under bf16 autocast (they are computed in full precision)."""
+    truth, true_maps = phantom(128), smooth_maps(6, 128)
+    masks = torch.cat(
+        [column_mask(4, 0.08, seed=4, width=128), column_mask(8, 0.04, seed=5, width=128)]
+    ).bool()
+    kspace = masks[:, None, None, :] * fft2c(true_maps * truth)
+    model = VarNet(num_cascades=1, chans=4, num_pool_layers=2, sens_chans=0, sens_maps="espirit")
+    no_count = torch.zeros(2, dtype=torch.long)
+    lines = center_lines(masks, no_count)
+    assert lines.sum(dim=-1).tolist() == [10, 4]
+    maps = model.sens_net(kspace, masks, no_count)
+    for index in range(2):
+        alone, _, used = estimate_maps(
+            kspace[index : index + 1], lines[index : index + 1], MapSettings(method="espirit")
+        )
+        assert used == "espirit"
+        torch.testing.assert_close(maps[index : index + 1], alone)
+    agreement = (maps[:1].conj() * true_maps).sum(dim=1).abs()[0][truth.abs() > 0.05]
+    assert agreement.min() > 0.99
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(model.sens_net(kspace, masks, no_count), maps)
+        assert model(kspace, masks, no_count, (64, 64)).isfinite().all()
+
+
+def test_sens_maps_errors_are_one_line() -> None:
+    with pytest.raises(UserError, match=r"model.sens_maps: expected one of .*got 'walsh'"):
+        VarNet(sens_chans=0, sens_maps="walsh")
+    with pytest.raises(UserError, match="sens_maps=espirit takes no sensitivity network"):
+        VarNet(sens_chans=8, sens_maps="espirit")
 
 
 @pytest.mark.parametrize("challenge", ["singlecoil", "multicoil"])
