@@ -339,3 +339,22 @@ def test_espirit_power_iteration_finds_the_dominant_eigenpair(
     torch.testing.assert_close(eigenvalue[clear], values[..., -1][clear], rtol=1e-3, atol=0)
     alignment = (vectors[..., -1].conj() * maps.permute(0, 2, 3, 1)).sum(dim=-1).abs()
     assert alignment[clear].min() > 0.999
+
+
+def test_espirit_kernels_span_the_calibration_matrix_s_leading_right_singular_vectors() -> None:
+    """The kernels from the Gram matrix's eigenvectors span what the SVD's leading right
+    singular vectors span (the covariance depends on nothing else)."""
+    generator = torch.Generator().manual_seed(0)
+    low_rank = torch.randn(2, 40, 5, dtype=torch.complex64, generator=generator) @ torch.randn(
+        2, 5, 6 * 16 * 4, dtype=torch.complex64, generator=generator
+    )
+    calibration = low_rank.reshape(2, 40, 6, 16, 4).permute(0, 2, 1, 3, 4).reshape(2, 6, 40, 64)
+    kernels = espirit_kernels(calibration, (4, 3), 0.02)
+    blocks = calibration.unfold(2, 4, 1).unfold(3, 3, 1)
+    matrix = blocks.permute(0, 2, 3, 1, 4, 5).reshape(2, -1, 6 * 4 * 3)
+    _, singular, vh = torch.linalg.svd(matrix, full_matrices=False)
+    count = int((singular > 0.02 * singular[:, :1]).sum(dim=1).max())
+    assert kernels.shape == (2, count, 6, 4, 3)
+    found = kernels.reshape(2, count, -1)
+    expected = vh[:, :count]
+    torch.testing.assert_close(found.mH @ found, expected.mH @ expected, rtol=0, atol=1e-4)
