@@ -1,8 +1,10 @@
 """How much the VarNet's coil maps hold it back: train and evaluate it with maps from elsewhere.
 
 A study, not a feature (docs/results.md, the VarNet table and its reading). It replaces the maps
-of ``experiment=varnet_multicoil`` (``sens_chans=0``: the measured center lines' coil images over
-their root-sum-of-squares) for one run, then trains or evaluates as the tools do:
+of ``experiment=varnet_multicoil`` (``sens_chans=0``; when the study ran, ``sens_maps`` was
+``center_lines``: the measured center lines' coil images over their root-sum-of-squares; add
+``model.sens_maps=center_lines`` to repeat its ``measured`` rows) for one run, then trains or
+evaluates as the tools do:
 
     .venv/bin/python scripts/study_varnet_maps.py train full runs/maps/full \\
         experiment=varnet_multicoil trainer.max_time=null trainer.max_epochs=3
@@ -10,7 +12,7 @@ their root-sum-of-squares) for one run, then trains or evaluates as the tools do
         checkpoint=runs/maps/full/checkpoints/best.pt "method=[learned]"
     .venv/bin/python scripts/study_varnet_maps.py span    # maps from N center lines, no training
 
-MAPS: ``measured`` (the default's own), ``full`` (each slice's coil images from its fully sampled
+MAPS: ``measured`` (the model's own, ``model.sens_maps``), ``full`` (each slice's coil images from its fully sampled
 k-space, read from its file: not realizable, a bound), ``full:N`` (from its central N columns),
 ``walsh`` (the TV baseline's adaptive-combine maps from the measured center lines), ``espirit``
 (the TV baseline's ESPIRiT maps from the measured center lines, cached per slice),
