@@ -26,7 +26,8 @@ equal steps and in equal time (docs/results.md).
 ESPIRiT instead (``baselines.coil_maps``, the TV baseline's maps with its default settings: a
 fifth less map error than the center lines' images at 8x on the multi-coil demo, and 0.787
 against 0.757 val SSIM in equal steps; docs/results.md). No network learns them; they cost
-about 0.09 s a demo slice on a 2-core CPU, a few milliseconds on a GPU.
+about 0.05 s a demo slice on a 2-core CPU (a step 0.21 s against 0.18), and
+``experiment=varnet_multicoil`` takes them (ahead in equal time too, two seeds).
 
 Single-coil (``challenge="singlecoil"``): one coil, no sensitivity network (S = 1), the cascades'
 data consistency in k-space as above (fastMRI's VarNet has no single-coil form).
