@@ -184,10 +184,20 @@ def test_sens_maps_errors_are_one_line() -> None:
         VarNet(sens_chans=8, sens_maps="espirit")
 
 
-@pytest.mark.parametrize("challenge", ["singlecoil", "multicoil"])
-def test_varnet_trains_and_resumes_exactly(tiny_root: Path, tmp_path: Path, challenge: str) -> None:
+@pytest.mark.parametrize(
+    ("challenge", "maps"),
+    [
+        ("singlecoil", []),
+        ("multicoil", []),
+        ("multicoil", ["model.sens_chans=0", "model.sens_maps=espirit"]),
+    ],
+    ids=["singlecoil", "multicoil", "multicoil-espirit"],
+)
+def test_varnet_trains_and_resumes_exactly(
+    tiny_root: Path, tmp_path: Path, challenge: str, maps: list[str]
+) -> None:
     common = [f"data.root={tiny_root}", f"data.cache_dir={tmp_path / 'cache'}"]
-    common += [*TINY_VARNET, f"data.challenge={challenge}", "trainer.max_epochs=2"]
+    common += [*TINY_VARNET, *maps, f"data.challenge={challenge}", "trainer.max_epochs=2"]
     straight = train_in_process(tmp_path / "straight", *common)
     assert straight.metrics["SSIM"]["mean"] > 0
     train_in_process(tmp_path / "split", *common, "trainer.stop_after_epoch=1")
