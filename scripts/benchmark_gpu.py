@@ -24,7 +24,7 @@ import benchmark_tv
 import torch
 from benchmark_flops import MM_SIZE, best_gflops
 from benchmark_train import median_milliseconds
-from benchmark_varnet import fastmri_step, synthetic_batch
+from benchmark_varnet import configured, fastmri_step, synthetic_batch
 from fastmri.models import Unet as FastmriUnet
 from fastmri.models import VarNet as FastmriVarNet
 from torch.utils.flop_counter import FlopCounterMode
@@ -50,14 +50,6 @@ SIZES = {
 UNET = {"in_chans": 1, "out_chans": 1, "num_pool_layers": 4, "norm": "group", "groups": 256}
 FASTMRI_VARNET = {"num_cascades": 12, "chans": 18, "sens_chans": 8}
 LAYER_FOR_LAYER = {**FASTMRI_VARNET, "norm": "instance", "crop_readout": False}
-# experiment=varnet_multicoil's network: no sensitivity network, ESPIRiT maps (sens_maps).
-MULTICOIL_EXPERIMENT = {
-    "num_cascades": 6,
-    "chans": 8,
-    "sens_chans": 0,
-    "groups": 128,
-    "sens_maps": "espirit",
-}
 # (label, chans, precision, deterministic, compile) of our U-Net's steps; the compiled ones are
 # timed last (their compilation takes the longest).
 UNET_VARIANTS = (
@@ -86,20 +78,6 @@ VARNET_VARIANTS = (
         {**LAYER_FOR_LAYER, "crop_readout": True},
         "auto",
         False,
-        False,
-    ),
-    (
-        "experiment=varnet_multicoil's network (ESPIRiT maps every step), precision auto",
-        MULTICOIL_EXPERIMENT,
-        "auto",
-        True,
-        False,
-    ),
-    (
-        "the same with model.sens_maps=center_lines (the center lines' coil images)",
-        {**MULTICOIL_EXPERIMENT, "sens_maps": "center_lines"},
-        "auto",
-        True,
         False,
     ),
 )
@@ -295,9 +273,32 @@ def unet_section(size: tuple, device: str, repeats: int, fastmri_ms: dict) -> li
     ]
 
 
+def experiment_variants() -> tuple:
+    """``experiment=varnet_multicoil``'s network (its config, composed) as it trains, with its
+    configured maps and with the center lines' coil images (variants as in VARNET_VARIANTS)."""
+    network = configured()
+    return (
+        (
+            f"experiment=varnet_multicoil's network ({network['sens_maps']} maps), precision auto",
+            network,
+            "auto",
+            True,
+            False,
+        ),
+        (
+            "the same with model.sens_maps=center_lines",
+            {**network, "sens_maps": "center_lines"},
+            "auto",
+            True,
+            False,
+        ),
+    )
+
+
 def varnet_section(size: tuple, device: str, repeats: int, fastmri_ms: dict) -> list[str]:
     """VarNet steps (eager) beside fastMRI's, and inference seconds per slice."""
-    rows = varnet_rows(size, device, repeats, VARNET_VARIANTS, with_fastmri=True)
+    variants = VARNET_VARIANTS + experiment_variants()
+    rows = varnet_rows(size, device, repeats, variants, with_fastmri=True)
     fastmri_ms["varnet"] = rows[0][1]["ms"]
     ours_s, theirs_s = varnet_seconds_per_slice(size, device)
     return [
