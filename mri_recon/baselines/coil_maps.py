@@ -149,8 +149,7 @@ def interpolation(small: int, size: int, like: torch.Tensor) -> torch.Tensor:
     zero-padded spectrum, inverse centered orthonormal FFT, times sqrt(small / size));
     ``espirit_covariance``'s scale counts that factor in."""
     eye = torch.eye(small, dtype=like.dtype, device=like.device)
-    top = size // 2 - small // 2
-    spectrum = F.pad(fftc(eye, 0), (0, 0, top, size - top - small))
+    spectrum = F.pad(fftc(eye, 0), centered_padding((small, small), (size, small)))
     return ifftc(spectrum, 0) * math.sqrt(small / size)
 
 

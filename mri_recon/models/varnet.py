@@ -90,7 +90,7 @@ class SensitivityNet(nn.Module):
     low-resolution image through a NormUnet (fastMRI's), or with ``chans=0`` as it is (the
     classic estimate, no network: a third less work per step), then normalized to unit
     root-sum-of-squares; or with ``source="espirit"`` (``chans=0``) ESPIRiT's maps of the same
-    center columns (``espirit_maps``)."""
+    center columns (``espirit_sensitivities``)."""
 
     def __init__(
         self, chans: int, pools: int, norm: str, groups: int, source: str = "center_lines"
@@ -122,7 +122,7 @@ class SensitivityNet(nn.Module):
                 "mask keeps its center)"
             )
         if self.source == "espirit":
-            return espirit_maps(kspace, lines)
+            return espirit_sensitivities(kspace, lines)
         center = lines[:, None, None, :]
         images = ifft2c(kspace * center)
         if self.norm_unet is None:  # sens_chans=0: the low-resolution coil images themselves
@@ -135,7 +135,7 @@ class SensitivityNet(nn.Module):
 
 
 @torch.no_grad()
-def espirit_maps(kspace: torch.Tensor, lines: torch.Tensor) -> torch.Tensor:
+def espirit_sensitivities(kspace: torch.Tensor, lines: torch.Tensor) -> torch.Tensor:
     """ESPIRiT maps (B, C, H, W) complex, unit norm over coils, of (B, C, H, W) k-space from
     each sample's center columns ``lines`` (B, W) bool: ``coil_maps.estimate_maps`` with the TV
     baseline's default settings, once for each center width in the batch, in full precision.
