@@ -274,12 +274,14 @@ def unet_section(size: tuple, device: str, repeats: int, fastmri_ms: dict) -> li
 
 
 def experiment_variants() -> tuple:
-    """``experiment=varnet_multicoil``'s network (its config, composed) as it trains, with its
-    configured maps and with the center lines' coil images (variants as in VARNET_VARIANTS)."""
+    """``experiment=varnet_multicoil``'s network (its config, composed) as it trains, as
+    configured, with the center lines' coil images as maps, and started from the measured
+    k-space (variants as in VARNET_VARIANTS)."""
     network = configured()
+    described = f"{network['sens_maps']} maps, {network['start']} start"
     return (
         (
-            f"experiment=varnet_multicoil's network ({network['sens_maps']} maps), precision auto",
+            f"experiment=varnet_multicoil's network ({described}), precision auto",
             network,
             "auto",
             True,
@@ -288,6 +290,13 @@ def experiment_variants() -> tuple:
         (
             "the same with model.sens_maps=center_lines",
             {**network, "sens_maps": "center_lines"},
+            "auto",
+            True,
+            False,
+        ),
+        (
+            "the same with model.start=zero_filled",
+            {**network, "start": "zero_filled"},
             "auto",
             True,
             False,

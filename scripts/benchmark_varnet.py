@@ -81,7 +81,16 @@ def configured() -> dict:
 
 def settings(model: dict) -> str:
     """The network's main settings, as they would be written on the command line."""
-    keys = ("num_cascades", "chans", "sens_chans", "norm", "groups", "crop_readout")
+    keys = (
+        "num_cascades",
+        "chans",
+        "sens_chans",
+        "sens_maps",
+        "start",
+        "norm",
+        "groups",
+        "crop_readout",
+    )
     return ", ".join(f"{key}={model[key]}" for key in keys)
 
 

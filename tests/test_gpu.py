@@ -26,7 +26,7 @@ def test_training_on_the_default_device_repeats_to_the_bit(
     if model.startswith("varnet"):
         args += ["data.challenge=multicoil", "model.num_cascades=2"]
     if model == "varnet-espirit":  # experiment=varnet_multicoil's maps, on the GPU
-        args += ["model.sens_chans=0", "model.sens_maps=espirit"]
+        args += ["model.sens_chans=0", "model.sens_maps=espirit", "model.start=sense"]
     first = train_in_process(tmp_path / "first", *args)
     second = train_in_process(tmp_path / "second", *args)
     assert first.metrics == second.metrics

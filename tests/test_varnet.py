@@ -23,7 +23,7 @@ from mri_recon.errors import UserError
 from mri_recon.evaluation.run import evaluate
 from mri_recon.fourier import centering_ramps, crop_readout, fft2c, ifft2c
 from mri_recon.models.interface import model_output
-from mri_recon.models.varnet import VarNet, center_lines, from_fastmri
+from mri_recon.models.varnet import VarNet, center_lines, from_fastmri, sense_start
 from mri_recon.runtime import Runtime
 from mri_recon.training.settings import check_config
 from mri_recon.training.state import TrainState
@@ -184,14 +184,75 @@ def test_sens_maps_errors_are_one_line() -> None:
         VarNet(sens_chans=8, sens_maps="espirit")
 
 
+def random_sense_problem(size: int) -> tuple[torch.Tensor, ...]:
+    """A noiseless problem the coils determine: image (1, 1, size, size), random unit-norm maps
+    (1, 4, size, size), a (1, 1, 1, size) mask of every other column and the 4 center ones, and
+    the masked k-space (1, 4, size, size)."""
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randn(1, 4, size, size, dtype=torch.complex64, generator=generator)
+    maps = maps / maps.abs().square().sum(dim=1, keepdim=True).sqrt()
+    image = torch.randn(1, 1, size, size, dtype=torch.complex64, generator=generator)
+    sampled = torch.zeros(1, 1, 1, size)
+    sampled[..., ::2] = 1
+    sampled[..., size // 2 - 2 : size // 2 + 2] = 1
+    return image, maps, sampled, torch.fft.fft2(maps * image, norm="ortho") * sampled
+
+
+def test_sense_start_is_the_least_squares_solution() -> None:
+    """``sense_start`` fits the data better with every iteration and reaches the least-squares
+    image of a dense solver (here the true one: the coils determine it), as coil k-space; fully
+    sampled, one iteration is exact."""
+    image, maps, sampled, measured = random_sense_problem(16)
+    basis = torch.eye(256, dtype=torch.complex64).reshape(256, 1, 16, 16)
+    dense = (torch.fft.fft2(maps * basis, norm="ortho") * sampled).reshape(256, -1).T
+    solution = torch.linalg.lstsq(dense, measured.reshape(-1, 1)).solution.reshape(image.shape)
+    torch.testing.assert_close(solution, image, rtol=1e-3, atol=1e-3)
+    misfits = []
+    for iterations in (1, 3, 10, 40):
+        found = sense_start(measured, sampled, maps, iterations)
+        misfits.append(float(((found - measured) * sampled).norm() / measured.norm()))
+    assert misfits == sorted(misfits, reverse=True) and misfits[-1] < 1e-4
+    expected = torch.fft.fft2(maps * solution, norm="ortho")
+    torch.testing.assert_close(found, expected, rtol=1e-3, atol=1e-3)
+    full = torch.fft.fft2(maps * image, norm="ortho")
+    torch.testing.assert_close(sense_start(full, torch.ones_like(sampled), maps, 1), full)
+
+
+def test_varnet_with_sense_start_and_no_cascades_returns_the_sense_image(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``start="sense"`` in the VarNet's modulated frame, its maps given: with no cascades the
+    output is the SENSE image's magnitude (here the true image's), where the zero-filled start
+    is far from it; the same under bf16 autocast (the start runs in full precision)."""
+    image, maps, sampled, _ = random_sense_problem(32)
+    mask = sampled.reshape(1, 32).bool()
+    kspace = fft2c(maps * image) * sampled  # the centered FFT, as the data come
+    no_count = torch.zeros(1, dtype=torch.long)
+
+    def output(start: str) -> torch.Tensor:
+        model = VarNet(0, sens_chans=0, start=start, sense_iterations=40)
+        monkeypatch.setattr(model.sens_net, "forward", lambda *args: maps)
+        return model(kspace, mask, no_count, (32, 32))[0]
+
+    truth = image.abs()[0, 0]
+    torch.testing.assert_close(output("sense"), truth, rtol=1e-3, atol=1e-3)
+    assert float((output("zero_filled") - truth).norm() / truth.norm()) > 0.2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        in_autocast = output("sense")
+    torch.testing.assert_close(in_autocast, output("sense"))
+    with pytest.raises(UserError, match=r"model.start: expected one of .*got 'tv'"):
+        VarNet(start="tv")
+
+
 @pytest.mark.parametrize(
     ("challenge", "maps"),
     [
         ("singlecoil", []),
         ("multicoil", []),
         ("multicoil", ["model.sens_chans=0", "model.sens_maps=espirit"]),
+        ("multicoil", ["model.sens_chans=0", "model.sens_maps=espirit", "model.start=sense"]),
     ],
-    ids=["singlecoil", "multicoil", "multicoil-espirit"],
+    ids=["singlecoil", "multicoil", "multicoil-espirit", "multicoil-espirit-sense"],
 )
 def test_varnet_trains_and_resumes_exactly(
     tiny_root: Path, tmp_path: Path, challenge: str, maps: list[str]

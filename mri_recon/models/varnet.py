@@ -1,7 +1,7 @@
 """End-to-end variational network (Sriram et al., 2020): a k-space model that keeps the physics.
 
     maps   = SensitivityNet(center lines of the masked k-space)             (B, C, H, W), sum |maps|^2 = 1
-    k_0    = masked k-space
+    k_0    = masked k-space (start="zero_filled"), or F S x_SENSE (start="sense")
     k_t+1  = k_t - w_t * M (k_t - k_0) - F S U_t(S^H F^-1 k_t)          a cascade: soft data
                                                                          consistency + a U-Net
     image  = RSS over coils of |F^-1 k_T|, cropped to the target size
@@ -29,6 +29,12 @@ against 0.757 val SSIM in equal steps; docs/results.md). No network learns them;
 about 0.05 s a demo slice on a 2-core CPU (a step 0.21 s against 0.18), and
 ``experiment=varnet_multicoil`` takes them (ahead in equal time too, two seeds).
 
+``start="sense"`` begins the cascades from the SENSE image of those maps instead of the measured
+k-space: ``sense_iterations`` conjugate-gradient steps on A^H A x = A^H y (A = M F S, stopped
+early, no regularizer), in full precision and outside the gradient (``sense_start``). The
+cascades then refine an image the coils have already unfolded, where from the measured k-space
+their soft data consistency must unfold it one small step at a time.
+
 Single-coil (``challenge="singlecoil"``): one coil, no sensitivity network (S = 1), the cascades'
 data consistency in k-space as above (fastMRI's VarNet has no single-coil form).
 """
@@ -46,6 +52,7 @@ from mri_recon.models.unet import Unet
 
 MIN_CENTER_LINES = 2  # fully sampled center columns the sensitivity network needs at least
 MAP_SOURCES = ("center_lines", "espirit")
+STARTS = ("zero_filled", "sense")
 
 
 class NormUnet(nn.Module):
@@ -152,6 +159,44 @@ def espirit_sensitivities(kspace: torch.Tensor, lines: torch.Tensor) -> torch.Te
     return maps
 
 
+@torch.no_grad()
+def sense_start(
+    measured: torch.Tensor, sampled: torch.Tensor, maps: torch.Tensor, iterations: int
+) -> torch.Tensor:
+    """The cascades' first k-space (B, C, H, W) with ``start="sense"``: F (S x) of the SENSE
+    image x, ``iterations`` conjugate-gradient steps on A^H A x = A^H y from x = 0 (A x = M F S x;
+    stopping early is its only regularization), in full precision and without gradient (the
+    image depends on the input alone).
+
+    measured: (B, C, H, W) complex modulated k-space; sampled: (B, 1, 1, W) 1.0 at the sampled
+    columns; maps: (B, C, H, W) complex modulated maps (``Cascade``'s frame: plain FFTs).
+    """
+    measured, maps = measured.to(torch.complex64), maps.detach().to(torch.complex64)
+
+    def normal(x: torch.Tensor) -> torch.Tensor:  # A^H A x: (B, 1, H, W) -> (B, 1, H, W)
+        coils = torch.fft.fft2(maps * x, norm="ortho") * sampled
+        return (maps.conj() * torch.fft.ifft2(coils, norm="ortho")).sum(dim=1, keepdim=True)
+
+    def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # Re <a, b> per sample
+        return (a.conj() * b).real.sum(dim=(1, 2, 3), keepdim=True)
+
+    with torch.autocast(measured.device.type, enabled=False):
+        residual = (maps.conj() * torch.fft.ifft2(measured * sampled, norm="ortho")).sum(
+            dim=1, keepdim=True
+        )
+        image, direction = torch.zeros_like(residual), residual
+        squared = inner(residual, residual)
+        for _ in range(iterations):
+            product = normal(direction)
+            step = squared / inner(direction, product).clamp(min=1e-30)
+            image = image + step * direction
+            residual = residual - step * product
+            new_squared = inner(residual, residual)
+            direction = residual + (new_squared / squared.clamp(min=1e-30)) * direction
+            squared = new_squared
+        return torch.fft.fft2(maps * image, norm="ortho")
+
+
 class Cascade(nn.Module):
     """One unrolled step: soft data consistency (learned weight) plus a U-Net refinement.
 
@@ -193,9 +238,15 @@ class VarNet(nn.Module):
         challenge: str = "multicoil",
         crop_readout: bool = False,
         sens_maps: str = "center_lines",
+        start: str = "zero_filled",
+        sense_iterations: int = 10,
     ) -> None:
         super().__init__()
+        if start not in STARTS:
+            raise UserError(f"model.start: expected one of {list(STARTS)}, got {start!r}")
         self.crop_readout = crop_readout
+        self.start = start
+        self.sense_iterations = sense_iterations
         self.sens_net = (
             SensitivityNet(sens_chans, sens_pool_layers, norm, groups, sens_maps)
             if challenge == "multicoil"
@@ -239,6 +290,8 @@ class VarNet(nn.Module):
         measured = kspace * kspace_ramp  # the cascades' modulated k-space (Cascade)
         maps = maps * image_ramp.conj()
         current = measured
+        if self.start == "sense":
+            current = sense_start(measured, sampled, maps, self.sense_iterations).to(measured)
         for cascade in self.cascades:
             current = cascade(current, measured, sampled, maps)
         # |ifft2c(k)| = |ifft2(modulated k)|: the image ramp has unit modulus
