@@ -141,11 +141,13 @@ def detail(error: Exception) -> str:
 
 def build_model(model_cfg: DictConfig, origin: str) -> nn.Module:
     """The model ``model_cfg`` describes; a config this version cannot build (a setting it does
-    not know, e.g. from a checkpoint of another version) is one UserError line naming ``origin``
-    (``"model"``, ``"checkpoint PATH"``)."""
+    not know, e.g. from a checkpoint of another version, or a value the model rejects) is one
+    UserError line naming ``origin`` (``"model"``, ``"checkpoint PATH"``)."""
     try:
         return hydra.utils.instantiate(model_cfg)
     except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):  # a setting the model itself rejects
+            raise UserError(f"{origin}: {error.__cause__}") from error
         raise UserError(
             f"{origin}: the model config cannot be built here ({detail(error)})"
         ) from error

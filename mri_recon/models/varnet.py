@@ -244,6 +244,10 @@ class VarNet(nn.Module):
         super().__init__()
         if start not in STARTS:
             raise UserError(f"model.start: expected one of {list(STARTS)}, got {start!r}")
+        if not isinstance(sense_iterations, int) or sense_iterations < 1:
+            raise UserError(
+                f"model.sense_iterations: expected a whole number >= 1, got {sense_iterations!r}"
+            )
         self.crop_readout = crop_readout
         self.start = start
         self.sense_iterations = sense_iterations
