@@ -164,11 +164,9 @@ def test_bad_override_is_one_line_before_hydra_runs(
         ("model.chans=24", "model.groups=256 does not divide a layer of 384 channels"),
         ("model.chans=abc", "model.chans: expected an integer"),
         ("model.norm=weight", "model.norm: expected one of"),
-        (
-            "model=varnet model.start=tv",
-            "model: model.start: expected one of ['zero_filled', 'sense'], got 'tv'",
-        ),
-        ("model=varnet model.sense_iterations=0", "model.sense_iterations: expected a whole"),
+        ("model=varnet model.start=tv", "model.start: expected one of ['zero_filled', 'sense']"),
+        ("model=varnet model.sense_iterations=0", "model.sense_iterations: expected an integer"),
+        ("model=varnet model.sens_maps=walsh", "model.sens_maps: expected one of"),
     ],
 )
 def test_bad_value_rejected_before_any_work(tmp_path: Path, override: str, message: str) -> None:

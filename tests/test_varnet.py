@@ -243,7 +243,7 @@ def test_varnet_with_sense_start_and_no_cascades_returns_the_sense_image(
     with pytest.raises(UserError, match=r"model.start: expected one of .*got 'tv'"):
         VarNet(start="tv")
     for wrong in (0, 2.5):
-        with pytest.raises(UserError, match=r"model.sense_iterations: expected a whole number"):
+        with pytest.raises(UserError, match=r"model.sense_iterations: expected an integer >= 1"):
             VarNet(start="sense", sense_iterations=wrong)
 
 

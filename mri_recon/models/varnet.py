@@ -246,7 +246,7 @@ class VarNet(nn.Module):
             raise UserError(f"model.start: expected one of {list(STARTS)}, got {start!r}")
         if not isinstance(sense_iterations, int) or sense_iterations < 1:
             raise UserError(
-                f"model.sense_iterations: expected a whole number >= 1, got {sense_iterations!r}"
+                f"model.sense_iterations: expected an integer >= 1, got {sense_iterations!r}"
             )
         self.crop_readout = crop_readout
         self.start = start
