@@ -17,7 +17,9 @@ The exit status is 1 if any stage did not pass. In order:
    GPU's busy % sampled by nvidia-smi while it trains,
 2. the first 8 epochs of that run again with ``trainer.defer_sync=true`` (the host reads each
    step's loss and NaN check one step later), its seconds an epoch and busy % beside the plain
-   run's: the measurement that decides whether it becomes the default,
+   run's: the measurement that decides whether it becomes the default; then again with
+   ``trainer.compile=reduce-overhead`` (CUDA graphs through torch.compile: fewer launches a
+   step, compilation in the first epoch), the same figures,
 3. where an epoch's time goes (scripts/profile_training.py): the step, waiting for batches,
    validation, checkpoints; the kernels of one step and the GPU's busy time against its wall time,
 4. the test suite with CUDA visible (tests that need a GPU run; the others as on a CPU),
@@ -52,6 +54,7 @@ LIMITS = {
     "data": 120,
     "train": 150,
     "deferred": 60,
+    "graphs": 120,
     "profile": 90,
     "suite": 240,
     "eval": 120,
@@ -200,6 +203,10 @@ def stage_section(name: str, stage: Stage, work: Path, busy: BusySampler | None)
     if name == "deferred":
         summary = training_summary(work / "deferred", busy)
         return ["With `trainer.defer_sync=true` (its first epochs again):", "", *summary, ""]
+    if name == "graphs":
+        summary = training_summary(work / "graphs", busy)
+        title = "With `trainer.compile=reduce-overhead` (its first epochs again, compiled in the first):"
+        return [title, "", *summary, ""]
     if name == "profile":
         body = stage.output.strip() if stage.status == "passed" else "-"
         return ["## Where an epoch's time goes (scripts/profile_training.py)", "", body, ""]
@@ -250,6 +257,9 @@ def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> d
     deferred = [str(BIN / "mri-recon-train"), f"hydra.run.dir={work / 'deferred'}"]
     deferred += ["trainer.max_time=null", "trainer.defer_sync=true"]
     deferred.append(f"trainer.max_epochs={DEFERRED_EPOCHS}")
+    graphs = [str(BIN / "mri-recon-train"), f"hydra.run.dir={work / 'graphs'}"]
+    graphs += ["trainer.max_time=null", "trainer.compile=reduce-overhead"]
+    graphs.append(f"trainer.max_epochs={DEFERRED_EPOCHS}")
     profile = [python, str(SCRIPTS / "profile_training.py"), "--epochs", "4"]
     # pytest as a module: a virtual environment on top of a GPU image (make install WHEELS=DIR)
     # reaches the image's pytest but has no pytest script of its own. One thread a test
@@ -263,6 +273,7 @@ def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> d
     if dry_run:
         train += ["trainer.max_epochs=1", "trainer.device=cpu"]
         deferred += ["trainer.max_epochs=1", "trainer.device=cpu"]
+        graphs += ["trainer.max_epochs=1", "trainer.device=cpu"]
         profile += ["--profile-steps", "2", "trainer.device=cpu"]
         suite += [] if tests else ["tests/test_devices.py"]
         evaluate += ["device=cpu"]
@@ -274,6 +285,7 @@ def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> d
         **({"data": data} if needs_data else {}),
         "train": train,
         "deferred": deferred,
+        "graphs": graphs,
         "profile": profile,
         "suite": suite,
         "eval": evaluate,
