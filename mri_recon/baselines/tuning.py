@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from mri_recon.baselines.tv import tv_settings, tv_volume_lambdas
+from mri_recon.baselines.tv import check_baseline, tv_settings, tv_volume_lambdas
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.loaders import fixed_mask_datasets, volume_loader
 from mri_recon.errors import UserError
@@ -41,6 +41,7 @@ def sweep(cfg: DictConfig) -> dict[str, dict[float, LamScore]]:
     """{acceleration: {lam: LamScore}}."""
     if cfg.metric not in METRICS:
         raise UserError(f"metric: expected one of {list(METRICS)}, got {cfg.metric!r}")
+    check_baseline(cfg)
     device = select_device(cfg.device)
     scores: dict[str, dict[float, LamScore]] = {}
     for acceleration, dataset in fixed_mask_datasets(cfg.data, cfg.mask, cfg.split, True):

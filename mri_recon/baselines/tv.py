@@ -43,6 +43,7 @@ from fastmri.data.transforms import center_crop
 from omegaconf import DictConfig, OmegaConf
 
 from mri_recon.baselines.coil_maps import MapSettings, estimate_maps
+from mri_recon.config import check_value
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError
 from mri_recon.fourier import fft2c, fftc, ifft2c, ifftc
@@ -388,6 +389,29 @@ def tv_reconstruct(
 ) -> torch.Tensor:
     """``tv_solve``'s images alone: (B, crop[0], crop[1]) real."""
     return tv_solve(masked_kspace, mask, crop, settings).images
+
+
+SETTING_RULES = [  # configs/baseline/tv.yaml's numbers: key, integer?, valid, what is expected
+    ("iterations", True, lambda v: v >= 1, "an integer >= 1"),
+    ("tolerance", False, lambda v: v >= 0, "a number >= 0"),
+    ("rho_per_lam", False, lambda v: v > 0, "a positive number"),
+    ("growth", False, lambda v: v > 0, "a positive number"),
+    ("batch_size", True, lambda v: v >= 1, "an integer >= 1"),
+    ("maps.kernel", True, lambda v: v >= 1, "an integer >= 1"),
+    ("maps.calibration_rows", True, lambda v: v >= 1, "an integer >= 1"),
+    ("maps.threshold", False, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("maps.crop", False, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("maps.min_espirit_columns", True, lambda v: v >= 1, "an integer >= 1"),
+    ("maps.power_iterations", True, lambda v: v >= 1, "an integer >= 1"),
+]
+
+
+def check_baseline(cfg: DictConfig) -> None:
+    """Raise UserError naming the first ``baseline`` setting of ``cfg`` that cannot work."""
+    for key, integer, valid, expected in SETTING_RULES:
+        check_value(cfg, f"baseline.{key}", integer, valid, expected)
+    if cfg.baseline.balance is not None:
+        check_value(cfg, "baseline.balance", False, lambda v: v > 1, "a number > 1 or null")
 
 
 def tv_settings(

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from mri_recon import distributed
+from mri_recon.baselines.tv import check_baseline
 from mri_recon.checkpoints import merge_saved_config, unknown_settings
 from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.loaders import fixed_mask_datasets, volume_loader
@@ -98,6 +99,8 @@ def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None)
     files are written.
     """
     check_export(list(cfg.export))
+    if "tv" in cfg.method:
+        check_baseline(cfg)
     runtime = Runtime.create(cfg.device, cfg.precision, deterministic=cfg.deterministic)
     distributed.setup(runtime.device.type)
     try:
