@@ -213,9 +213,22 @@ def test_sense_start_is_the_least_squares_solution() -> None:
         misfits.append(float(((found - measured) * sampled).norm() / measured.norm()))
     assert misfits == sorted(misfits, reverse=True) and misfits[-1] < 1e-4
     expected = torch.fft.fft2(maps * solution, norm="ortho")
-    torch.testing.assert_close(found, expected, rtol=1e-3, atol=1e-3)
+    close = {"rtol": 1e-3, "atol": 1e-3}
+    torch.testing.assert_close(found, expected, **close)
     full = torch.fft.fft2(maps * image, norm="ortho")
     torch.testing.assert_close(sense_start(full, torch.ones_like(sampled), maps, 1), full)
+    torch.testing.assert_close(sense_start(measured, sampled, maps, 200), expected, **close)
+
+
+def test_sense_start_stays_put_once_solved() -> None:
+    """Single-coil (S = 1) is solved in one step, the zero-filled k-space: further steps keep it
+    (they divided round-off by round-off and blew it up by 1e6 before CG_TOLERANCE)."""
+    _, _, sampled, _ = random_sense_problem(32)
+    generator = torch.Generator().manual_seed(1)
+    kspace = torch.randn(2, 1, 32, 32, dtype=torch.complex64, generator=generator) * 0.03
+    measured, ones = kspace * sampled, torch.ones(2, 1, 32, 32, dtype=torch.complex64)
+    for iterations in (1, 2, 10):
+        torch.testing.assert_close(sense_start(measured, sampled, ones, iterations), measured)
 
 
 def test_varnet_with_sense_start_and_no_cascades_returns_the_sense_image(

@@ -53,6 +53,7 @@ from mri_recon.models.unet import Unet
 MIN_CENTER_LINES = 2  # fully sampled center columns the sensitivity network needs at least
 MAP_SOURCES = ("center_lines", "espirit")
 STARTS = ("zero_filled", "sense")
+CG_TOLERANCE = 1e-10  # sense_start: a sample's squared residual norm, relative to its first
 
 
 class NormUnet(nn.Module):
@@ -165,7 +166,8 @@ def sense_start(
 ) -> torch.Tensor:
     """The cascades' first k-space (B, C, H, W) with ``start="sense"``: F (S x) of the SENSE
     image x, ``iterations`` conjugate-gradient steps on A^H A x = A^H y from x = 0 (A x = M F S x;
-    stopping early is its only regularization), in full precision and without gradient (the
+    stopping early is its only regularization; a sample whose residual fell below CG_TOLERANCE
+    stops, e.g. single-coil, solved in one step), in full precision and without gradient (the
     image depends on the input alone).
 
     measured: (B, C, H, W) complex modulated k-space; sampled: (B, 1, 1, W) 1.0 at the sampled
@@ -186,9 +188,13 @@ def sense_start(
         )
         image, direction = torch.zeros_like(residual), residual
         squared = inner(residual, residual)
+        initial = squared
         for _ in range(iterations):
             product = normal(direction)
-            step = squared / inner(direction, product).clamp(min=1e-30)
+            curvature = inner(direction, product)
+            # A converged sample stops: past it, round-off over round-off made steps of 1e6.
+            moving = (squared > CG_TOLERANCE * initial) & (curvature > 0)
+            step = torch.where(moving, squared / curvature.clamp(min=1e-30), 0.0)
             image = image + step * direction
             residual = residual - step * product
             new_squared = inner(residual, residual)
