@@ -279,29 +279,12 @@ def experiment_variants() -> tuple:
     k-space (variants as in VARNET_VARIANTS)."""
     network = configured()
     described = f"{network['sens_maps']} maps, {network['start']} start"
-    return (
-        (
-            f"experiment=varnet_multicoil's network ({described}), precision auto",
-            network,
-            "auto",
-            True,
-            False,
-        ),
-        (
-            "the same with model.sens_maps=center_lines",
-            {**network, "sens_maps": "center_lines"},
-            "auto",
-            True,
-            False,
-        ),
-        (
-            "the same with model.start=zero_filled",
-            {**network, "start": "zero_filled"},
-            "auto",
-            True,
-            False,
-        ),
+    networks = (
+        (f"experiment=varnet_multicoil's network ({described}), precision auto", network),
+        ("the same with model.sens_maps=center_lines", {**network, "sens_maps": "center_lines"}),
+        ("the same with model.start=zero_filled", {**network, "start": "zero_filled"}),
     )
+    return tuple((label, settings, "auto", True, False) for label, settings in networks)
 
 
 def varnet_section(size: tuple, device: str, repeats: int, fastmri_ms: dict) -> list[str]:

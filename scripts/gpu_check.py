@@ -62,6 +62,18 @@ LIMITS = {
     "bench": 420,
 }
 DEFERRED_EPOCHS = 8
+# make train's first DEFERRED_EPOCHS epochs again with one setting changed: stage -> (the
+# override, the report's title for it).
+RERUNS = {
+    "deferred": (
+        "trainer.defer_sync=true",
+        "With `trainer.defer_sync=true` (its first epochs again):",
+    ),
+    "graphs": (
+        "trainer.compile=reduce-overhead",
+        "With `trainer.compile=reduce-overhead` (its first epochs again, compiled in the first):",
+    ),
+}
 BUDGET = "00:00:45"  # the budgeted run's trainer.max_time
 # A stage given less than this (of --time-limit) is skipped, not started.
 SHORTEST_STAGE = 15
@@ -200,13 +212,9 @@ def stage_section(name: str, stage: Stage, work: Path, busy: BusySampler | None)
     if name == "train":
         summary = training_summary(work / "train", busy)
         return ["## make train's run on this machine", "", *summary, ""]
-    if name == "deferred":
-        summary = training_summary(work / "deferred", busy)
-        return ["With `trainer.defer_sync=true` (its first epochs again):", "", *summary, ""]
-    if name == "graphs":
-        summary = training_summary(work / "graphs", busy)
-        title = "With `trainer.compile=reduce-overhead` (its first epochs again, compiled in the first):"
-        return [title, "", *summary, ""]
+    if name in RERUNS:
+        summary = training_summary(work / name, busy)
+        return [RERUNS[name][1], "", *summary, ""]
     if name == "profile":
         body = stage.output.strip() if stage.status == "passed" else "-"
         return ["## Where an epoch's time goes (scripts/profile_training.py)", "", body, ""]
@@ -254,12 +262,16 @@ def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> d
     python = str(BIN / "python")
     train = [str(BIN / "mri-recon-train"), f"hydra.run.dir={work / 'train'}"]
     train.append("trainer.max_time=null")
-    deferred = [str(BIN / "mri-recon-train"), f"hydra.run.dir={work / 'deferred'}"]
-    deferred += ["trainer.max_time=null", "trainer.defer_sync=true"]
-    deferred.append(f"trainer.max_epochs={DEFERRED_EPOCHS}")
-    graphs = [str(BIN / "mri-recon-train"), f"hydra.run.dir={work / 'graphs'}"]
-    graphs += ["trainer.max_time=null", "trainer.compile=reduce-overhead"]
-    graphs.append(f"trainer.max_epochs={DEFERRED_EPOCHS}")
+    reruns = {
+        name: [
+            str(BIN / "mri-recon-train"),
+            f"hydra.run.dir={work / name}",
+            "trainer.max_time=null",
+            override,
+            f"trainer.max_epochs={DEFERRED_EPOCHS}",
+        ]
+        for name, (override, _) in RERUNS.items()
+    }
     profile = [python, str(SCRIPTS / "profile_training.py"), "--epochs", "4"]
     # pytest as a module: a virtual environment on top of a GPU image (make install WHEELS=DIR)
     # reaches the image's pytest but has no pytest script of its own. One thread a test
@@ -272,8 +284,8 @@ def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> d
     bench = [python, str(SCRIPTS / "benchmark_gpu.py"), "--parts", bench_parts]
     if dry_run:
         train += ["trainer.max_epochs=1", "trainer.device=cpu"]
-        deferred += ["trainer.max_epochs=1", "trainer.device=cpu"]
-        graphs += ["trainer.max_epochs=1", "trainer.device=cpu"]
+        for rerun in reruns.values():
+            rerun += ["trainer.max_epochs=1", "trainer.device=cpu"]
         profile += ["--profile-steps", "2", "trainer.device=cpu"]
         suite += [] if tests else ["tests/test_devices.py"]
         evaluate += ["device=cpu"]
@@ -284,8 +296,7 @@ def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> d
     return {
         **({"data": data} if needs_data else {}),
         "train": train,
-        "deferred": deferred,
-        "graphs": graphs,
+        **reruns,
         "profile": profile,
         "suite": suite,
         "eval": evaluate,
