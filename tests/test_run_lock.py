@@ -35,6 +35,17 @@ def start_holder(run_dir: Path) -> subprocess.Popen:
     return holder
 
 
+def stop_and_wait(process: subprocess.Popen) -> None:
+    """SIGSTOP ``process`` and wait until the kernel has stopped it (state T in /proc): the
+    signal is delivered asynchronously, and a write in flight when it was sent changed a
+    snapshot taken at once (an event file, once in a fresh-clone run)."""
+    process.send_signal(signal.SIGSTOP)
+    stat = Path(f"/proc/{process.pid}/stat")
+    deadline = time.monotonic() + 10
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "T" and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file below ``folder``: (size, modification time in ns)."""
     return {
@@ -108,7 +119,7 @@ def test_a_second_trainer_on_a_live_run_stops_and_touches_nothing(
         deadline = time.monotonic() + 120
         while not (run_dir / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        first.send_signal(signal.SIGSTOP)  # holds still while the directory is compared
+        stop_and_wait(first)  # holds still while the directory is compared
         before = snapshot(run_dir)
         second = run_cli("mri-recon-train", *args, f"hydra.run.dir={run_dir}", check=False)
         assert second.returncode == 2
