@@ -275,14 +275,21 @@ def unet_section(size: tuple, device: str, repeats: int, fastmri_ms: dict) -> li
 
 def experiment_variants() -> tuple:
     """``experiment=varnet_multicoil``'s network (its config, composed) as it trains, as
-    configured, with the center lines' coil images as maps, and started from the measured
-    k-space (variants as in VARNET_VARIANTS)."""
+    configured, with the center lines' coil images as maps, started from the measured k-space,
+    and with fastMRI's gradient data consistency (variants as in VARNET_VARIANTS)."""
     network = configured()
-    described = f"{network['sens_maps']} maps, {network['start']} start"
+    described = (
+        f"{network['sens_maps']} maps, {network['start']} start, "
+        f"{network['data_consistency']} data consistency"
+    )
     networks = (
         (f"experiment=varnet_multicoil's network ({described}), precision auto", network),
         ("the same with model.sens_maps=center_lines", {**network, "sens_maps": "center_lines"}),
         ("the same with model.start=zero_filled", {**network, "start": "zero_filled"}),
+        (
+            "the same with model.data_consistency=gradient",
+            {**network, "data_consistency": "gradient"},
+        ),
     )
     return tuple((label, settings, "auto", True, False) for label, settings in networks)
 

@@ -87,6 +87,8 @@ def settings(model: dict) -> str:
         "sens_chans",
         "sens_maps",
         "start",
+        "data_consistency",
+        "dc_iterations",
         "norm",
         "groups",
         "crop_readout",

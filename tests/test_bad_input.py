@@ -167,6 +167,8 @@ def test_bad_override_is_one_line_before_hydra_runs(
         ("model=varnet model.start=tv", "model.start: expected one of ['zero_filled', 'sense']"),
         ("model=varnet model.sense_iterations=0", "model.sense_iterations: expected an integer"),
         ("model=varnet model.sens_maps=walsh", "model.sens_maps: expected one of"),
+        ("model=varnet model.data_consistency=hard", "model.data_consistency: expected one of"),
+        ("model=varnet model.dc_iterations=0", "model.dc_iterations: expected an integer >= 1"),
     ],
 )
 def test_bad_value_rejected_before_any_work(tmp_path: Path, override: str, message: str) -> None:

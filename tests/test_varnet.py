@@ -23,7 +23,14 @@ from mri_recon.errors import UserError
 from mri_recon.evaluation.run import evaluate
 from mri_recon.fourier import centering_ramps, crop_readout, fft2c, ifft2c
 from mri_recon.models.interface import model_output
-from mri_recon.models.varnet import VarNet, center_lines, from_fastmri, sense_start
+from mri_recon.models.varnet import (
+    PROXIMAL_WEIGHT_START,
+    ProximalCascade,
+    VarNet,
+    center_lines,
+    from_fastmri,
+    sense_start,
+)
 from mri_recon.runtime import Runtime
 from mri_recon.training.settings import check_config
 from mri_recon.training.state import TrainState
@@ -260,6 +267,34 @@ def test_varnet_with_sense_start_and_no_cascades_returns_the_sense_image(
             VarNet(start="sense", sense_iterations=wrong)
 
 
+def test_proximal_cascade_solves_the_regularized_data_consistency(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With its U-Net's correction 0, a proximal cascade returns F S x for the x of a dense
+    solve of (A^H A + w) x = A^H y + w z, z the coil-combined current image: neither z nor the
+    data's own solution; its weight starts at PROXIMAL_WEIGHT_START and gets a gradient."""
+    image, maps, sampled, measured = random_sense_problem(16)
+    generator = torch.Generator().manual_seed(2)
+    guess = torch.randn(1, 1, 16, 16, dtype=torch.complex64, generator=generator)
+    cascade = ProximalCascade(chans=2, pools=1, norm="none", groups=1, iterations=60)
+    monkeypatch.setattr(cascade.model, "forward", lambda x: torch.zeros_like(x))
+    weight = float(cascade.log_weight.detach().exp())
+    assert weight == pytest.approx(PROXIMAL_WEIGHT_START)
+    basis = torch.eye(256, dtype=torch.complex64).reshape(256, 1, 16, 16)
+    dense = (torch.fft.fft2(maps * basis, norm="ortho") * sampled).reshape(256, -1).T
+    normal = dense.conj().T @ dense + weight * torch.eye(256)
+    rhs = dense.conj().T @ measured.reshape(-1, 1) + weight * guess.reshape(-1, 1)
+    solution = torch.linalg.solve(normal, rhs).reshape(image.shape)
+    current = torch.fft.fft2(maps * guess, norm="ortho")
+    found = cascade(current, measured, sampled, maps)
+    expected = torch.fft.fft2(maps * solution, norm="ortho")
+    torch.testing.assert_close(found, expected, rtol=1e-3, atol=1e-3)
+    for other in (guess, image):  # the start, and the data's solution (w = 0)
+        assert float((solution - other).norm() / other.norm()) > 0.05
+    found.abs().sum().backward()
+    assert cascade.log_weight.grad is not None and float(cascade.log_weight.grad.abs()) > 0
+
+
 @pytest.mark.parametrize(
     ("challenge", "maps"),
     [
@@ -267,8 +302,17 @@ def test_varnet_with_sense_start_and_no_cascades_returns_the_sense_image(
         ("multicoil", []),
         ("multicoil", ["model.sens_chans=0", "model.sens_maps=espirit"]),
         ("multicoil", ["model.sens_chans=0", "model.sens_maps=espirit", "model.start=sense"]),
+        ("multicoil", ["model.sens_chans=0", "model.data_consistency=proximal"]),
+        ("singlecoil", ["model.data_consistency=proximal"]),
     ],
-    ids=["singlecoil", "multicoil", "multicoil-espirit", "multicoil-espirit-sense"],
+    ids=[
+        "singlecoil",
+        "multicoil",
+        "multicoil-espirit",
+        "multicoil-espirit-sense",
+        "multicoil-proximal",
+        "singlecoil-proximal",
+    ],
 )
 def test_varnet_trains_and_resumes_exactly(
     tiny_root: Path, tmp_path: Path, challenge: str, maps: list[str]

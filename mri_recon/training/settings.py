@@ -7,7 +7,7 @@ from mri_recon.data.dataset import TARGET_KEYS
 from mri_recon.data.loaders import check_num_workers, check_transform_on
 from mri_recon.errors import UserError
 from mri_recon.models.unet import NORMS, group_count
-from mri_recon.models.varnet import MAP_SOURCES, STARTS
+from mri_recon.models.varnet import DATA_CONSISTENCIES, MAP_SOURCES, STARTS
 from mri_recon.runtime import check_channels_last, check_compile, check_precision
 from mri_recon.training.budget import parse_max_time
 
@@ -25,6 +25,7 @@ NUMBER_RULES = [  # key, integer?, valid, what is expected
     ("model.sens_chans", True, lambda v: v >= 0, "an integer >= 0"),
     ("model.sens_pool_layers", True, lambda v: v >= 0, "an integer >= 0"),
     ("model.sense_iterations", True, lambda v: v >= 1, "an integer >= 1"),
+    ("model.dc_iterations", True, lambda v: v >= 1, "an integer >= 1"),
 ]
 # Model keys whose U-Nets get GroupNorm with ``model.groups`` groups: first width -> poolings
 # (each pooling doubles the width).
@@ -33,7 +34,13 @@ WIDTH_KEYS = {"chans": "num_pool_layers", "sens_chans": "sens_pool_layers"}
 
 def check_model(model: DictConfig, challenge: str) -> None:
     """Raise UserError for a model setting that cannot work (the rules of the keys it has)."""
-    for key, known in (("norm", NORMS), ("sens_maps", MAP_SOURCES), ("start", STARTS)):
+    choices = {
+        "norm": NORMS,
+        "sens_maps": MAP_SOURCES,
+        "start": STARTS,
+        "data_consistency": DATA_CONSISTENCIES,
+    }
+    for key, known in choices.items():
         if key in model and model[key] not in known:
             raise UserError(f"model.{key}: expected one of {list(known)}, got {model[key]!r}")
     for key, pools in WIDTH_KEYS.items():
