@@ -391,6 +391,10 @@ def test_one_report_compares_every_checkpoint(
     assert all(f"| {method} |" in report for method in methods)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert len(metrics["checkpoints"]) == 3
+    paths = map(str, [*checkpoints, checkpoints[0]])
+    named = dict(zip(["unet", "varnet", "unet_2"], paths, strict=True))
+    assert metrics["models"] == named
+    assert all(f"{name} `{path}`" in report for name, path in named.items())
     with h5py.File(next((tmp_path / "eval" / "reconstructions" / "varnet" / "8").iterdir())) as f:
         assert (
             f["reconstruction"].shape == (3, 32, 32) and np.isfinite(f["reconstruction"][()]).all()

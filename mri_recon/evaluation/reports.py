@@ -31,14 +31,17 @@ def write_report(
     rows: list[dict[str, Any]],
     cfg: DictConfig,
     tv_notes: dict[str, dict[str, Any]] | None = None,
+    models: dict[str, str] | None = None,
 ) -> None:
     """metrics.json, per_volume.csv and report.md; ``tv_notes``: per acceleration, TV's coil
-    maps and the slices its guard replaced by their zero-filled image (``tv`` in metrics.json)."""
+    maps and the slices its guard replaced by their zero-filled image (``tv`` in metrics.json);
+    ``models``: each learned method's checkpoint, {method name: path}."""
     volumes = {row["file"] for row in rows}
     summary = {
         "split": cfg.split,
         "num_volumes": len(volumes),
         "checkpoints": checkpoint_list(cfg.checkpoint),
+        "models": models or {},
         "results": results,
     }
     if tv_notes:
@@ -52,9 +55,9 @@ def write_report(
         writer.writeheader()
         writer.writerows(rows)
     lines = [f"# Evaluation on `{cfg.split}` ({len(volumes)} volumes)", ""]
-    if cfg.checkpoint:
-        paths = ", ".join(f"`{path}`" for path in checkpoint_list(cfg.checkpoint))
-        lines += [f"Checkpoints: {paths}", ""]
+    if models:
+        named = ", ".join(f"{name} `{path}`" for name, path in models.items())
+        lines += [f"Checkpoints: {named}", ""]
     for acceleration, by_method in results.items():
         lines += [
             f"## {acceleration}x",

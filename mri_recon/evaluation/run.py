@@ -110,6 +110,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None)
         methods = resolve_methods(list(cfg.method), list(learned))
         models = {name: model for name, (model, _) in learned.items() if name in methods}
         train_cfg = next((train_cfg for _, train_cfg in learned.values()), None)
+        model_paths = dict(zip(learned, checkpoint_list(cfg.checkpoint), strict=False))
         cfg = OmegaConf.merge(cfg, {"data": data_config(cfg, train_cfg, overrides or [])})
         reconstructor = Reconstructor(cfg, methods, models, runtime)
         kspace = "tv" in methods or any(takes(model) == "kspace" for model in models.values())
@@ -117,7 +118,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None)
         if not datasets[0][1].has_targets:  # test/challenge files: their own masks, no metrics
             write_test_reconstructions(cfg, run_dir, datasets[0][1], reconstructor)
             if distributed.is_main():
-                write_report(run_dir, {}, [], cfg)
+                write_report(run_dir, {}, [], cfg, models=model_paths)
             return {}
         results, rows, panels = {}, [], []
         for acceleration, dataset in datasets:
@@ -139,7 +140,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None)
             panels += [r.panel for r in records if r.panel is not None]
         tv_notes = gather_tv_notes(reconstructor.tv_notes)
         if distributed.is_main():
-            write_report(run_dir, results, rows, cfg, tv_notes)
+            write_report(run_dir, results, rows, cfg, tv_notes, model_paths)
             if panels:
                 save_figure(run_dir, panels, methods)
             log.info("report: %s", run_dir / "report.md")
