@@ -40,7 +40,8 @@ their soft data consistency must unfold it one small step at a time.
 solved by ``dc_iterations`` conjugate-gradient steps on the SENSE model with a learned weight
 instead of stepped towards the measured columns, so the coils unfold the image in every cascade
 (on the multi-coil demo ahead of the gradient step and of TV on every metric in equal time,
-each step 1.35x the time; docs/results.md). fastMRI's weights load only into the gradient form.
+each step 1.3x the time with 3 steps; docs/results.md). fastMRI's weights load only into the
+gradient form.
 
 Single-coil (``challenge="singlecoil"``): one coil, no sensitivity network (S = 1), the cascades'
 data consistency in k-space as above (fastMRI's VarNet has no single-coil form).
