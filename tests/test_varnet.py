@@ -39,6 +39,8 @@ from .conftest import compose_config, run_cli, train_in_process
 from .test_tv import column_mask, phantom, smooth_maps
 
 TINY_VARNET = ["debug=tiny", "model=varnet", "model.num_cascades=2"]
+# experiment=varnet_multicoil's maps and start
+EXPERIMENT_MAPS = ["model.sens_chans=0", "model.sens_maps=espirit", "model.start=sense"]
 
 
 def kspace_and_mask(coils: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,9 +303,13 @@ def test_proximal_cascade_solves_the_regularized_data_consistency(
         ("singlecoil", []),
         ("multicoil", []),
         ("multicoil", ["model.sens_chans=0", "model.sens_maps=espirit"]),
-        ("multicoil", ["model.sens_chans=0", "model.sens_maps=espirit", "model.start=sense"]),
+        ("multicoil", EXPERIMENT_MAPS),
         ("multicoil", ["model.sens_chans=0", "model.data_consistency=proximal"]),
         ("singlecoil", ["model.data_consistency=proximal"]),
+        (
+            "multicoil",
+            [*EXPERIMENT_MAPS, "model.data_consistency=proximal", "model.dc_iterations=3"],
+        ),
     ],
     ids=[
         "singlecoil",
@@ -312,6 +318,7 @@ def test_proximal_cascade_solves_the_regularized_data_consistency(
         "multicoil-espirit-sense",
         "multicoil-proximal",
         "singlecoil-proximal",
+        "experiment-network",
     ],
 )
 def test_varnet_trains_and_resumes_exactly(
