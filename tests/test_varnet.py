@@ -28,6 +28,7 @@ from mri_recon.models.varnet import (
     ProximalCascade,
     VarNet,
     center_lines,
+    combine,
     from_fastmri,
     sense_start,
 )
@@ -288,7 +289,7 @@ def test_proximal_cascade_solves_the_regularized_data_consistency(
     rhs = dense.conj().T @ measured.reshape(-1, 1) + weight * guess.reshape(-1, 1)
     solution = torch.linalg.solve(normal, rhs).reshape(image.shape)
     current = torch.fft.fft2(maps * guess, norm="ortho")
-    found = cascade(current, measured, sampled, maps)
+    found = cascade(current, combine(measured, maps), sampled, maps)
     expected = torch.fft.fft2(maps * solution, norm="ortho")
     torch.testing.assert_close(found, expected, rtol=1e-3, atol=1e-3)
     for other in (guess, image):  # the start, and the data's solution (w = 0)

@@ -265,7 +265,8 @@ class ProximalCascade(nn.Module):
     coil-combined image x, then the data consistency solved, not stepped:
     x' = argmin ||A x' - y||^2 + w ||x' - z||^2 (A = M F S, w a learned weight), by
     ``iterations`` conjugate-gradient steps on (A^H A + w) x' = A^H y + w z from z, in full
-    precision, the gradient through them. The coils then unfold the image in every cascade."""
+    precision, the gradient through them. The coils then unfold the image in every cascade.
+    It takes the data as A^H y, the same in every cascade (``VarNet.forward`` makes it once)."""
 
     def __init__(self, chans: int, pools: int, norm: str, groups: int, iterations: int) -> None:
         super().__init__()
@@ -274,15 +275,16 @@ class ProximalCascade(nn.Module):
         self.iterations = iterations
 
     def forward(
-        self, current: torch.Tensor, measured: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor
+        self, current: torch.Tensor, adjoint: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor
     ) -> torch.Tensor:
-        """As ``Cascade.forward``: (B, C, H, W) modulated k-space in and out."""
+        """As ``Cascade.forward``, (B, C, H, W) modulated k-space in and out, with the measured
+        k-space y given as adjoint = A^H y = ``combine(y, maps)`` (B, 1, H, W)."""
         combined = combine(current, maps)
         denoised = combined - self.model(combined)
         with torch.autocast(current.device.type, enabled=False):
             weight = self.log_weight.exp()
             data_normal = sense_normal(maps, mask)
-            rhs = combine(measured * mask, maps) + weight * denoised
+            rhs = adjoint + weight * denoised
             image = conjugate_gradient(
                 lambda x: data_normal(x) + weight * x, rhs, denoised, self.iterations
             )
@@ -325,6 +327,7 @@ class VarNet(nn.Module):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"model.{key}: expected an integer >= 1, got {value!r}")
         self.crop_readout = crop_readout
+        self.proximal = data_consistency == "proximal"
         self.start = start
         self.sense_iterations = sense_iterations
         self.sens_net = (
@@ -333,9 +336,9 @@ class VarNet(nn.Module):
             else None
         )
         self.cascades = nn.ModuleList(
-            Cascade(chans, num_pool_layers, norm, groups)
-            if data_consistency == "gradient"
-            else ProximalCascade(chans, num_pool_layers, norm, groups, dc_iterations)
+            ProximalCascade(chans, num_pool_layers, norm, groups, dc_iterations)
+            if self.proximal
+            else Cascade(chans, num_pool_layers, norm, groups)
             for _ in range(num_cascades)
         )
 
@@ -375,8 +378,12 @@ class VarNet(nn.Module):
         current = measured
         if self.start == "sense":
             current = sense_start(measured, sampled, maps, self.sense_iterations).to(measured)
+        data = measured  # the cascades' data: the measured k-space, or A^H y (ProximalCascade)
+        if self.proximal:
+            with torch.autocast(kspace.device.type, enabled=False):
+                data = combine(measured * sampled, maps)
         for cascade in self.cascades:
-            current = cascade(current, measured, sampled, maps)
+            current = cascade(current, data, sampled, maps)
         # |ifft2c(k)| = |ifft2(modulated k)|: the image ramp has unit modulus
         image = torch.fft.ifft2(current, norm="ortho").abs().square().sum(dim=1).sqrt()
         top, left = (image.shape[-2] - crop[0]) // 2, (image.shape[-1] - crop[1]) // 2
