@@ -2,7 +2,9 @@
 
 ``method`` lists them: ``zero_filled``, ``tv``, and learned models by name (``unet``,
 ``varnet``: the model class of a checkpoint, numbered ``unet_2``... when several checkpoints
-hold the same kind), or ``learned`` for every checkpoint given.
+hold the same kind), or ``learned`` for every checkpoint given; an image model's name with
+``_dc`` (``unet_dc``) is its output made consistent with the measured k-space
+(``evaluation.consistency``).
 """
 
 import time
@@ -19,6 +21,7 @@ from mri_recon.checkpoints import load_model
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError
+from mri_recon.evaluation.consistency import DC_SUFFIX, consistency_settings, consistent_images
 from mri_recon.models.interface import model_output, takes
 from mri_recon.reconstruct import unnormalize
 from mri_recon.runtime import Runtime
@@ -52,18 +55,29 @@ def load_learned(
     return models
 
 
-def resolve_methods(requested: list[str], learned: list[str]) -> list[str]:
-    """The methods to run, in order, ``learned`` expanded to every checkpoint's model."""
+def resolve_methods(requested: list[str], learned: dict[str, str]) -> list[str]:
+    """The methods to run, in order, ``learned`` expanded to every checkpoint's model.
+
+    learned: {method name: what its model takes ("image" or "kspace")} per checkpoint.
+    """
     models = sorted(path.stem for path in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
     methods: list[str] = []
     for method in requested:
+        base = method.removesuffix(DC_SUFFIX)
         if method in BASELINES:
             names = [method]
         elif method == LEARNED and learned:
-            names = learned
-        elif method in learned:
+            names = list(learned)
+        elif method in learned or (method != base and learned.get(base) == "image"):
             names = [method]
-        elif not learned and method in (LEARNED, *models):
+        elif method != base and base in learned:
+            images = [n + DC_SUFFIX for n, kind in learned.items() if kind == "image"]
+            raise UserError(
+                f"method {method}: data consistency is for image models "
+                f"({', '.join(images) or 'none given'}); {base} takes the measured k-space "
+                "and keeps to it itself"
+            )
+        elif not learned and (method in (LEARNED, *models) or base in models):
             raise UserError(
                 f"method {method} needs checkpoint=PATH (a best.pt or last.pt of mri-recon-train "
                 "or a .safetensors file of mri-recon-share; several as checkpoint=[A,B])"
@@ -87,10 +101,21 @@ class Reconstructor:
     ) -> None:
         self.cfg = cfg
         self.methods = methods
-        self.models = models
+        self.models = {  # those the methods use
+            name: model
+            for name, model in models.items()
+            if name in methods or name + DC_SUFFIX in methods
+        }
         self.runtime = runtime
         # Per acceleration: TV's coil-map method and the slices its guard replaced.
         self.tv_notes: dict[str, dict[str, Any]] = {}
+
+    def needs_kspace(self) -> bool:
+        """Whether the samples must carry their masked k-space: for TV, data consistency and
+        k-space models."""
+        consistency = any(method.endswith(DC_SUFFIX) for method in self.methods)
+        kspace_models = any(takes(model) == "kspace" for model in self.models.values())
+        return "tv" in self.methods or consistency or kspace_models
 
     @torch.no_grad()
     def learned(self, batch: Sample, model: nn.Module) -> np.ndarray:
@@ -111,18 +136,41 @@ class Reconstructor:
         )
         return result.images.numpy()
 
+    def consistent(self, batch: Sample, acceleration: int, images: np.ndarray) -> np.ndarray:
+        """(slices, h, w): a model's ``images`` of the volume made consistent with its measured
+        k-space, ``data.batch_size`` slices at a time on the device."""
+        settings = consistency_settings(self.cfg, self.cfg.data.challenge, acceleration)
+        device, chunk, outputs = self.runtime.device, self.cfg.data.batch_size, []
+        for start in range(0, len(batch.fname), chunk):
+            part = slice(start, start + chunk)
+            found = consistent_images(
+                torch.from_numpy(images[part]).to(device),
+                batch.masked_kspace[part].to(device),
+                batch.mask[part].to(device),
+                settings,
+            )
+            outputs.append(found.float().cpu())
+        return torch.cat(outputs).numpy()
+
     def __call__(
         self, batch: Sample, acceleration: int
     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """({method: (slices, H, W) volume}, {method: seconds it took}) for one volume."""
+        """({method: (slices, H, W) volume}, {method: seconds it took}) for one volume; a
+        ``_dc`` method is charged its model's time too."""
         volumes, seconds = {}, {}
         for method in self.methods:
-            start = time.perf_counter()
+            start, base = time.perf_counter(), method.removesuffix(DC_SUFFIX)
             if method == "zero_filled":
                 volumes[method] = unnormalize(batch.image, batch)
             elif method == "tv":
                 volumes[method] = self.tv(batch, acceleration)
-            else:
+            elif method == base:
                 volumes[method] = self.learned(batch, self.models[method])
+            elif base in volumes:
+                start -= seconds[base]
+                volumes[method] = self.consistent(batch, acceleration, volumes[base])
+            else:
+                images = self.learned(batch, self.models[base])
+                volumes[method] = self.consistent(batch, acceleration, images)
             seconds[method] = time.perf_counter() - start
         return volumes, seconds

@@ -19,6 +19,7 @@ from mri_recon.baselines.tv import check_baseline
 from mri_recon.checkpoints import merge_saved_config, unknown_settings
 from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.loaders import fixed_mask_datasets, volume_loader
+from mri_recon.evaluation.consistency import DC_SUFFIX, check_consistency
 from mri_recon.evaluation.export import check_export, export_volumes
 from mri_recon.evaluation.methods import (
     BASELINES,
@@ -89,6 +90,18 @@ def save_volumes(
         export_volumes(run_dir / "export", acceleration, formats, source, patient_id, volumes)
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """Raise UserError for the first setting of the evaluation config that cannot work, before
+    any checkpoint or data is read: export formats, TV's (also the coil maps of ``_dc``
+    methods), and data consistency's when a ``_dc`` method is asked for."""
+    check_export(list(cfg.export))
+    consistency = any(str(method).endswith(DC_SUFFIX) for method in cfg.method)
+    if "tv" in cfg.method or consistency:
+        check_baseline(cfg)
+    if consistency:
+        check_consistency(cfg)
+
+
 def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Evaluate every method at every acceleration; return the ``results`` of metrics.json.
 
@@ -98,22 +111,21 @@ def evaluate(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None)
     Test/challenge folders (no targets) are reconstructed with their stored masks and only the
     files are written.
     """
-    check_export(list(cfg.export))
-    if "tv" in cfg.method:
-        check_baseline(cfg)
+    check_settings(cfg)
     runtime = Runtime.create(cfg.device, cfg.precision, deterministic=cfg.deterministic)
     distributed.setup(runtime.device.type)
     try:
         learned = {}
         if any(method not in BASELINES for method in cfg.method):
             learned = load_learned(checkpoint_list(cfg.checkpoint), runtime.device)
-        methods = resolve_methods(list(cfg.method), list(learned))
-        models = {name: model for name, (model, _) in learned.items() if name in methods}
+        kinds = {name: takes(model) for name, (model, _) in learned.items()}
+        methods = resolve_methods(list(cfg.method), kinds)
+        models = {name: model for name, (model, _) in learned.items()}
         train_cfg = next((train_cfg for _, train_cfg in learned.values()), None)
         model_paths = dict(zip(learned, checkpoint_list(cfg.checkpoint), strict=False))
         cfg = OmegaConf.merge(cfg, {"data": data_config(cfg, train_cfg, overrides or [])})
         reconstructor = Reconstructor(cfg, methods, models, runtime)
-        kspace = "tv" in methods or any(takes(model) == "kspace" for model in models.values())
+        kspace = reconstructor.needs_kspace()
         datasets = list(fixed_mask_datasets(cfg.data, cfg.mask, cfg.split, kspace))
         if not datasets[0][1].has_targets:  # test/challenge files: their own masks, no metrics
             write_test_reconstructions(cfg, run_dir, datasets[0][1], reconstructor)
