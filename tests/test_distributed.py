@@ -56,20 +56,21 @@ def test_all_ranks_share_one_run_directory(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_ddp_evaluation_equals_single_process(trained_run: Path, tmp_path: Path) -> None:
     checkpoint = f"checkpoint={trained_run / 'checkpoints' / 'best.pt'}"
-    device = two_process_device("device")
+    common = [*two_process_device("device"), "method=[zero_filled,tv,unet,unet_dc]"]
     # torchrun gives each rank one thread; the single process gets the same, so that the
     # U-Net's convolutions round identically.
     run_cli(
         "mri-recon-eval",
         checkpoint,
-        *device,
+        *common,
         f"hydra.run.dir={tmp_path / 'single'}",
         env={"OMP_NUM_THREADS": "1"},
     )
-    torchrun("mri_recon.evaluate", checkpoint, *device, f"hydra.run.dir={tmp_path / 'ddp'}")
+    torchrun("mri_recon.evaluate", checkpoint, *common, f"hydra.run.dir={tmp_path / 'ddp'}")
     single = json.loads((tmp_path / "single" / "metrics.json").read_text())
     ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert ddp["num_volumes"] == single["num_volumes"] == 2
+    assert set(single["results"]["4"]) == {"zero_filled", "tv", "unet", "unet_dc"}
     for acceleration, by_method in single["results"].items():
         for method, values in by_method.items():
             for metric in ("NMSE", "PSNR", "SSIM"):
