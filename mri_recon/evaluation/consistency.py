@@ -9,8 +9,8 @@ image where the measurements say nothing, and the measurements where they do:
 
 with M F S the TV baseline's SENSE operator (``baselines.tv``: its coil maps, from
 ``baseline.maps``; single-coil S = 1), u the model's magnitude image with the phase of the
-coil-combined zero-filled image (that image itself outside the model's crop, and phase 1 where
-it is 0), solved by ``iterations`` conjugate-gradient steps on (A^H A + weight) x = A^H y +
+coil-combined zero-filled image (that image itself in the columns outside the model's crop,
+and phase 1 where it is 0), solved by ``iterations`` conjugate-gradient steps on (A^H A + weight) x = A^H y +
 weight z from z; the result is |x| cropped. Both terms scale with the data squared, and A^H A has
 eigenvalues between 0 and 1, so one ``weight`` means the same on every file; small weights trust
 the data (less error where the coils determine the image, more of the measurement noise), large
@@ -20,11 +20,10 @@ ones the model (weight -> infinity gives u back).
 from dataclasses import dataclass
 
 import torch
-from fastmri.data.transforms import center_crop
 from omegaconf import DictConfig, OmegaConf
 
 from mri_recon.baselines.coil_maps import MapSettings
-from mri_recon.baselines.tv import scaled_problem
+from mri_recon.baselines.tv import SenseOperator, scaled_problem
 from mri_recon.config import check_value
 from mri_recon.errors import UserError
 from mri_recon.models.varnet import conjugate_gradient
@@ -77,21 +76,28 @@ def consistent_images(
 
     images: (B, h, w) a model's magnitudes in the k-space's units; masked_kspace: (B, H, W)
     single-coil or (B, C, H, W) multi-coil complex, on the same device; mask: (B, W) columns.
+
+    The readout (rows) is fully sampled, so after its inverse FFT every image row is a problem
+    of its own: the h rows of the model's crop are solved alone, with column FFTs only (the
+    same solution as on the whole grid; 4x less work a step at release size).
     """
     problem = scaled_problem(masked_kspace, mask, settings.maps)
-    operator, weight = problem.operator, settings.weight
-    adjoint = operator.adjoint(problem.kspace)  # (B, H, W): A^H y, the zero-filled image
-    phase = torch.where(adjoint == 0, 1, torch.sgn(adjoint))
     height, width = images.shape[-2:]
-    top, left = (adjoint.shape[-2] - height) // 2, (adjoint.shape[-1] - width) // 2
+    top, left = (masked_kspace.shape[-2] - height) // 2, (masked_kspace.shape[-1] - width) // 2
     rows, columns = slice(top, top + height), slice(left, left + width)
+    maps = problem.operator.maps
+    operator = SenseOperator(mask, None if maps is None else maps[..., rows, :])
+    data = problem.operator.ifft_rows(problem.kspace)[..., rows, :]  # (B, C, h, W)
+    adjoint = operator.combine(operator.ifft_columns(data))  # A^H y: the zero-filled image
+    phase = torch.where(adjoint == 0, 1, torch.sgn(adjoint))
     start = adjoint.clone()
-    scaled = images / problem.scale[:, None, None]
-    start[:, rows, columns] = scaled.to(phase.dtype) * phase[:, rows, columns]
+    scaled = (images / problem.scale[:, None, None]).to(phase.dtype)
+    start[..., columns] = scaled * phase[..., columns]
 
-    def normal(x: torch.Tensor) -> torch.Tensor:  # (A^H A + weight) on (B, 1, H, W)
-        return operator.adjoint(operator.forward(x[:, 0]))[:, None] + weight * x
+    def normal(x: torch.Tensor) -> torch.Tensor:  # (A^H A + weight) on (B, 1, h, W)
+        coils = operator.mask * operator.fft_columns(operator.expand(x[:, 0]))
+        return operator.combine(operator.ifft_columns(coils))[:, None] + settings.weight * x
 
-    rhs = (adjoint + weight * start)[:, None]
+    rhs = (adjoint + settings.weight * start)[:, None]
     x = conjugate_gradient(normal, rhs, start[:, None], settings.iterations)[:, 0]
-    return center_crop(x, (height, width)).abs() * problem.scale[:, None, None]
+    return x[..., columns].abs() * problem.scale[:, None, None]

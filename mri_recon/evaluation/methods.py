@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, ListConfig
 from torch import nn
 
-from mri_recon.baselines.tv import tv_settings, tv_volume
+from mri_recon.baselines.tv import slices_per_chunk, tv_settings, tv_volume
 from mri_recon.checkpoints import load_model
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.transforms import Sample
@@ -138,9 +138,11 @@ class Reconstructor:
 
     def consistent(self, batch: Sample, acceleration: int, images: np.ndarray) -> np.ndarray:
         """(slices, h, w): a model's ``images`` of the volume made consistent with its measured
-        k-space, ``data.batch_size`` slices at a time on the device."""
+        k-space on the device, as many slices at a time as TV solves (``baseline.batch_size``,
+        on a CPU fewer where they would leave glibc's heap: ``tv.slices_per_chunk``)."""
         settings = consistency_settings(self.cfg, self.cfg.data.challenge, acceleration)
-        device, chunk, outputs = self.runtime.device, self.cfg.data.batch_size, []
+        device, outputs = self.runtime.device, []
+        chunk = slices_per_chunk(batch.masked_kspace, self.cfg.baseline.batch_size, device)
         for start in range(0, len(batch.fname), chunk):
             part = slice(start, start + chunk)
             found = consistent_images(
