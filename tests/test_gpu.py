@@ -1,6 +1,7 @@
 """On a CUDA machine (`make gpu-check` runs the suite there): the default device trains on the
-GPU, and deterministic training repeats to the bit. Skipped without a GPU; the CUDA branch of
-device selection is tested on every machine in test_devices.py."""
+GPU, deterministic training repeats to the bit, and the evaluation's data consistency agrees with
+the CPU's. Skipped without a GPU; the CUDA branch of device selection is tested on every machine
+in test_devices.py."""
 
 from pathlib import Path
 
@@ -8,8 +9,10 @@ import pytest
 import torch
 
 from mri_recon.checkpoints import load_checkpoint
+from mri_recon.evaluation.consistency import ConsistencySettings, consistent_images
 
 from .conftest import train_in_process
+from .test_consistency import multicoil_slice
 
 pytestmark = [
     pytest.mark.gpu,
@@ -38,3 +41,13 @@ def test_training_on_the_default_device_repeats_to_the_bit(
     for name, tensor in a["model"].items():
         assert tensor.device.type == "cpu"  # saved from the GPU, loaded to the CPU
         assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_data_consistency_on_the_gpu_equals_the_cpu() -> None:
+    """``unet_dc``'s solve (ESPIRiT maps, conjugate gradients) on the evaluation's GPU."""
+    truth, kspace, mask = multicoil_slice(64, center_fraction=0.125)
+    model = truth.abs()[:, 8:56, 8:56].float() * 0.9
+    settings = ConsistencySettings(0.003, 30)
+    on_cpu = consistent_images(model, kspace, mask, settings)
+    on_gpu = consistent_images(model.cuda(), kspace.cuda(), mask.cuda(), settings).cpu()
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-3, atol=1e-3 * float(on_cpu.max()))
