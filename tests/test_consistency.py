@@ -127,10 +127,17 @@ def test_unet_dc_through_the_cli(trained_run: Path, tmp_path: Path) -> None:
         "save_reconstructions=true",
         f"hydra.run.dir={tmp_path}",
     )
-    results = json.loads((tmp_path / "metrics.json").read_text())["results"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    results = metrics["results"]
+    assert metrics["consistency"] == {  # configs/eval.yaml's single-coil weights
+        "4": {"weight": 0.1, "iterations": 30},
+        "8": {"weight": 1.0, "iterations": 30},
+    }
     for acceleration in ("4", "8"):
         unet, consistent = results[acceleration]["unet"], results[acceleration]["unet_dc"]
         assert consistent["NMSE"]["mean"] < unet["NMSE"]["mean"]
         assert consistent["seconds_per_slice"] > unet["seconds_per_slice"]
-    assert "| unet_dc |" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "| unet_dc |" in report
+    assert "Data consistency (`_dc`): weight 0.1, 30 conjugate-gradient steps" in report
     assert len(list((tmp_path / "reconstructions" / "unet_dc").rglob("*.h5"))) == 2 * 2

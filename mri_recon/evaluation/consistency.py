@@ -66,6 +66,17 @@ def consistency_settings(cfg: DictConfig, challenge: str, acceleration: int) -> 
     return ConsistencySettings(float(weight), cfg.consistency.iterations, maps)
 
 
+def consistency_notes(cfg: DictConfig, results: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """{acceleration: {"weight", "iterations"}} for each acceleration of ``results`` (the
+    evaluation's {acceleration: {method: ...}}) that has a ``_dc`` method, for the report."""
+    notes = {}
+    for acceleration, by_method in results.items():
+        if any(method.endswith(DC_SUFFIX) for method in by_method):
+            settings = consistency_settings(cfg, cfg.data.challenge, int(acceleration))
+            notes[acceleration] = {"weight": settings.weight, "iterations": settings.iterations}
+    return notes
+
+
 def consistent_images(
     images: torch.Tensor,
     masked_kspace: torch.Tensor,

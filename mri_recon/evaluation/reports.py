@@ -11,6 +11,7 @@ import numpy as np
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
+from mri_recon.evaluation.consistency import consistency_notes
 from mri_recon.evaluation.methods import checkpoint_list
 from mri_recon.files import atomic_path
 from mri_recon.metrics import METRICS
@@ -35,7 +36,8 @@ def write_report(
 ) -> None:
     """metrics.json, per_volume.csv and report.md; ``tv_notes``: per acceleration, TV's coil
     maps and the slices its guard replaced by their zero-filled image (``tv`` in metrics.json);
-    ``models``: each learned method's checkpoint, {method name: path}."""
+    ``models``: each learned method's checkpoint, {method name: path}; the ``_dc`` methods'
+    weight and steps per acceleration (``consistency`` in metrics.json)."""
     volumes = {row["file"] for row in rows}
     summary = {
         "split": cfg.split,
@@ -46,6 +48,9 @@ def write_report(
     }
     if tv_notes:
         summary["tv"] = tv_notes
+    consistency = consistency_notes(cfg, results)
+    if consistency:
+        summary["consistency"] = consistency
     with atomic_path(run_dir / "metrics.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=2))
     with open(run_dir / "per_volume.csv", "w", newline="") as file:
@@ -54,11 +59,18 @@ def write_report(
         )
         writer.writeheader()
         writer.writerows(rows)
-    lines = [f"# Evaluation on `{cfg.split}` ({len(volumes)} volumes)", ""]
-    if models:
-        named = ", ".join(f"{name} `{path}`" for name, path in models.items())
+    (run_dir / "report.md").write_text(report_markdown(summary))
+
+
+def report_markdown(summary: dict[str, Any]) -> str:
+    """report.md's text from what metrics.json holds (``write_report``'s summary): the
+    checkpoints, one table per acceleration, TV's and data consistency's notes under it."""
+    lines = [f"# Evaluation on `{summary['split']}` ({summary['num_volumes']} volumes)", ""]
+    if summary["models"]:
+        named = ", ".join(f"{name} `{path}`" for name, path in summary["models"].items())
         lines += [f"Checkpoints: {named}", ""]
-    for acceleration, by_method in results.items():
+    tv_notes, consistency = summary.get("tv", {}), summary.get("consistency", {})
+    for acceleration, by_method in summary["results"].items():
         lines += [
             f"## {acceleration}x",
             "",
@@ -69,7 +81,7 @@ def write_report(
             cells = [f"{values[m]['mean']:.4f} ± {values[m]['std']:.4f}" for m in METRICS]
             lines.append(f"| {method} | {' | '.join(cells)} | {values['seconds_per_slice']:.4f} |")
         lines.append("")
-        if tv_notes and acceleration in tv_notes:
+        if acceleration in tv_notes:
             note = tv_notes[acceleration]
             replaced = ", ".join(note["replaced_slices"]) or "none"
             lines += [
@@ -77,7 +89,14 @@ def write_report(
                 f"zero-filled image: {replaced}.",
                 "",
             ]
-    (run_dir / "report.md").write_text("\n".join(lines))
+        if acceleration in consistency:
+            note = consistency[acceleration]
+            lines += [
+                f"Data consistency (`_dc`): weight {note['weight']:g}, {note['iterations']} "
+                "conjugate-gradient steps, TV's coil maps.",
+                "",
+            ]
+    return "\n".join(lines)
 
 
 def make_figure(panels: list[dict[str, Any]], methods: list[str]) -> plt.Figure:
