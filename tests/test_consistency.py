@@ -97,6 +97,10 @@ def test_dc_methods_resolve_for_image_models_only() -> None:
         resolve_methods(["varnet_dc"], kinds)
     with pytest.raises(UserError, match="needs checkpoint=PATH"):
         resolve_methods(["unet_dc"], {})
+    with pytest.raises(
+        UserError, match="'learned', 'unet', 'varnet', 'unet_dc'\\], got 'unet_2_dc'"
+    ):
+        resolve_methods(["unet_2_dc"], kinds)
 
 
 @pytest.mark.parametrize(

@@ -83,7 +83,8 @@ def resolve_methods(requested: list[str], learned: dict[str, str]) -> list[str]:
                 "or a .safetensors file of mri-recon-share; several as checkpoint=[A,B])"
             )
         else:
-            known = [*BASELINES, LEARNED, *(learned or models)]
+            images = [name + DC_SUFFIX for name, kind in learned.items() if kind == "image"]
+            known = [*BASELINES, LEARNED, *(learned or models), *images]
             raise UserError(f"method: expected entries from {known}, got {method!r}")
         methods += [name for name in names if name not in methods]
     return methods
