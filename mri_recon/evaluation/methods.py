@@ -61,6 +61,7 @@ def resolve_methods(requested: list[str], learned: dict[str, str]) -> list[str]:
     learned: {method name: what its model takes ("image" or "kspace")} per checkpoint.
     """
     models = sorted(path.stem for path in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+    consistent = [name + DC_SUFFIX for name, kind in learned.items() if kind == "image"]
     methods: list[str] = []
     for method in requested:
         base = method.removesuffix(DC_SUFFIX)
@@ -68,13 +69,12 @@ def resolve_methods(requested: list[str], learned: dict[str, str]) -> list[str]:
             names = [method]
         elif method == LEARNED and learned:
             names = list(learned)
-        elif method in learned or (method != base and learned.get(base) == "image"):
+        elif method in learned or method in consistent:
             names = [method]
         elif method != base and base in learned:
-            images = [n + DC_SUFFIX for n, kind in learned.items() if kind == "image"]
             raise UserError(
                 f"method {method}: data consistency is for image models "
-                f"({', '.join(images) or 'none given'}); {base} takes the measured k-space "
+                f"({', '.join(consistent) or 'none given'}); {base} takes the measured k-space "
                 "and keeps to it itself"
             )
         elif not learned and (method in (LEARNED, *models) or base in models):
@@ -83,8 +83,7 @@ def resolve_methods(requested: list[str], learned: dict[str, str]) -> list[str]:
                 "or a .safetensors file of mri-recon-share; several as checkpoint=[A,B])"
             )
         else:
-            images = [name + DC_SUFFIX for name, kind in learned.items() if kind == "image"]
-            known = [*BASELINES, LEARNED, *(learned or models), *images]
+            known = [*BASELINES, LEARNED, *(learned or models), *consistent]
             raise UserError(f"method: expected entries from {known}, got {method!r}")
         methods += [name for name in names if name not in methods]
     return methods
