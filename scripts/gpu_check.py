@@ -280,6 +280,7 @@ def commands(work: Path, dry_run: bool, tests: list[str], bench_parts: str) -> d
     suite += ["--dist", "worksteal", "-m", "not slow", "-p", "no:cacheprovider", *tests]
     evaluate = [str(BIN / "mri-recon-eval"), f"hydra.run.dir={work / 'eval'}"]
     evaluate.append(f"checkpoint={work / 'train' / 'checkpoints' / 'best.pt'}")
+    evaluate.append("method=[zero_filled,tv,unet,unet_dc]")  # the U-Net with data consistency too
     budget = [python, str(SCRIPTS / "benchmark_budget.py"), "--runs", "1", "--max-time", BUDGET]
     bench = [python, str(SCRIPTS / "benchmark_gpu.py"), "--parts", bench_parts]
     if dry_run:
