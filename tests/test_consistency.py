@@ -85,6 +85,19 @@ def test_consistency_brings_a_blurred_model_image_closer_to_the_truth() -> None:
     assert error_after < 0.9 * error_before
 
 
+def test_where_no_coil_sees_signal_the_model_s_image_is_kept() -> None:
+    """Outside the ESPIRiT maps' support (where TV's image is zero) the solve would only bring
+    the measurement noise back: the model's image stays there, the solve's inside."""
+    truth, kspace, mask = multicoil_slice(64, center_fraction=0.125)
+    kspace = kspace + 1e-6 * torch.randn(kspace.shape, dtype=kspace.dtype) * (kspace != 0)
+    model = center_crop(truth.abs(), (48, 48)).float() * 0.9
+    found = consistent_images(model, kspace, mask, ConsistencySettings(0.01, 30))
+    support = center_crop(scaled_problem(kspace, mask).support, (48, 48))
+    assert 0 < int(support.sum()) < support.numel()
+    assert torch.equal(found[~support], model[~support])
+    assert not torch.allclose(found[support], model[support])
+
+
 def test_dc_methods_resolve_for_image_models_only() -> None:
     kinds = {"unet": "image", "varnet": "kspace"}
     assert resolve_methods(["zero_filled", "unet", "unet_dc"], kinds) == [
@@ -133,9 +146,10 @@ def test_unet_dc_through_the_cli(trained_run: Path, tmp_path: Path) -> None:
     )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     results = metrics["results"]
-    assert metrics["consistency"] == {  # configs/eval.yaml's single-coil weights
-        "4": {"weight": 0.1, "iterations": 30},
-        "8": {"weight": 1.0, "iterations": 30},
+    weights = compose_config("eval", []).consistency.weight.singlecoil  # configs/eval.yaml's
+    assert metrics["consistency"] == {
+        acceleration: {"weight": weights[acceleration], "iterations": 30}
+        for acceleration in ("4", "8")
     }
     for acceleration in ("4", "8"):
         unet, consistent = results[acceleration]["unet"], results[acceleration]["unet_dc"]
@@ -143,5 +157,7 @@ def test_unet_dc_through_the_cli(trained_run: Path, tmp_path: Path) -> None:
         assert consistent["seconds_per_slice"] > unet["seconds_per_slice"]
     report = (tmp_path / "report.md").read_text()
     assert "| unet_dc |" in report
-    assert "Data consistency (`_dc`): weight 0.1, 30 conjugate-gradient steps" in report
+    assert (
+        f"Data consistency (`_dc`): weight {weights['4']:g}, 30 conjugate-gradient steps" in report
+    )
     assert len(list((tmp_path / "reconstructions" / "unet_dc").rglob("*.h5"))) == 2 * 2

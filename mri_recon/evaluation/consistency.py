@@ -11,7 +11,9 @@ with M F S the TV baseline's SENSE operator (``baselines.tv``: its coil maps, fr
 ``baseline.maps``; single-coil S = 1), and z the model's magnitude image u with the phase of
 the coil-combined zero-filled image (that image itself in the columns outside the model's crop,
 phase 1 where it is 0). ``iterations`` conjugate-gradient steps on
-(A^H A + weight) x = A^H y + weight z from z solve it; the result is |x| cropped. Both terms
+(A^H A + weight) x = A^H y + weight z from z solve it; the result is |x| cropped, and the
+model's own image where no coil sees signal (outside the ESPIRiT maps' support, where TV's image
+is zero: there the solve would only add the measurement noise back). Both terms
 scale with the data squared, and A^H A has eigenvalues between 0 and 1, so one ``weight`` means
 the same on every file: small weights trust the data (less error where the coils determine the
 image, more of the measurement noise), large ones the model (weight -> infinity gives u back).
@@ -112,4 +114,5 @@ def consistent_images(
 
     rhs = (adjoint + settings.weight * start)[:, None]
     x = conjugate_gradient(normal, rhs, start[:, None], settings.iterations)[:, 0]
-    return x[..., columns].abs() * problem.scale[:, None, None]
+    found = x[..., columns].abs() * problem.scale[:, None, None]
+    return torch.where(problem.support[:, rows, columns], found, images)
