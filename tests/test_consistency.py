@@ -114,6 +114,8 @@ def test_dc_methods_resolve_for_image_models_only() -> None:
         UserError, match="'learned', 'unet', 'varnet', 'unet_dc'\\], got 'unet_2_dc'"
     ):
         resolve_methods(["unet_2_dc"], kinds)
+    with pytest.raises(UserError, match="got '4'"):  # method=[4]: Hydra makes it an integer
+        resolve_methods([4], kinds)
 
 
 @pytest.mark.parametrize(

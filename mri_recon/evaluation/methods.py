@@ -63,7 +63,7 @@ def resolve_methods(requested: list[str], learned: dict[str, str]) -> list[str]:
     models = sorted(path.stem for path in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
     consistent = [name + DC_SUFFIX for name, kind in learned.items() if kind == "image"]
     methods: list[str] = []
-    for method in requested:
+    for method in map(str, requested):  # (method=[4] reaches here as an integer)
         base = method.removesuffix(DC_SUFFIX)
         if method in BASELINES:
             names = [method]
