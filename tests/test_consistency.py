@@ -4,15 +4,18 @@ evaluation's method names and config checks, and the method through the real CLI
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fastmri.data.transforms import center_crop
+from omegaconf import OmegaConf
 
 from mri_recon.baselines.coil_maps import MapSettings
 from mri_recon.baselines.tv import scaled_problem
+from mri_recon.data.transforms import EMPTY, Sample
 from mri_recon.errors import UserError
 from mri_recon.evaluation.consistency import ConsistencySettings, consistent_images
-from mri_recon.evaluation.methods import resolve_methods
+from mri_recon.evaluation.methods import Reconstructor, resolve_methods
 from mri_recon.evaluation.run import evaluate
 from mri_recon.fourier import fft2c, ifft2c
 
@@ -116,6 +119,24 @@ def test_dc_methods_resolve_for_image_models_only() -> None:
         resolve_methods(["unet_2_dc"], kinds)
     with pytest.raises(UserError, match="got '4'"):  # method=[4]: Hydra makes it an integer
         resolve_methods([4], kinds)
+
+
+def test_a_model_asked_for_beside_its_dc_method_runs_once() -> None:
+    """``method=[unet_dc,unet]``: the U-Net runs once, and ``unet_dc`` is charged its time."""
+    runs = []
+
+    class Counting(Reconstructor):
+        def learned(self, batch: Sample, model: object) -> np.ndarray:
+            runs.append(model)
+            return np.zeros((1, 2, 2), dtype=np.float32)
+
+        def consistent(self, batch: Sample, acceleration: int, images: np.ndarray) -> np.ndarray:
+            return images + 1
+
+    reconstructor = Counting(OmegaConf.create({}), ["unet_dc", "unet"], {"unet": "net"}, None)
+    volumes, seconds = reconstructor(Sample(EMPTY, EMPTY), 4)
+    assert runs == ["net"] and set(volumes) == {"unet", "unet_dc"}
+    assert (volumes["unet_dc"] == 1).all() and seconds["unet_dc"] >= seconds["unet"]
 
 
 @pytest.mark.parametrize(
