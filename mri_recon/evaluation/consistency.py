@@ -20,6 +20,7 @@ image, more of the measurement noise), large ones the model (weight -> infinity 
 On the multi-coil demo it takes the U-Net past TV on every metric (docs/results.md).
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,11 @@ from mri_recon.errors import UserError
 from mri_recon.models.varnet import conjugate_gradient
 
 DC_SUFFIX = "_dc"  # an image model's name + this: its output made consistent (unet_dc)
+
+
+def uses_consistency(methods: Iterable[object]) -> bool:
+    """Whether any of ``methods`` (names; a config list may hold numbers) is a ``_dc`` method."""
+    return any(str(method).endswith(DC_SUFFIX) for method in methods)
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def consistency_notes(cfg: DictConfig, results: dict[str, dict]) -> dict[str, di
     evaluation's {acceleration: {method: ...}}) that has a ``_dc`` method, for the report."""
     notes = {}
     for acceleration, by_method in results.items():
-        if any(method.endswith(DC_SUFFIX) for method in by_method):
+        if uses_consistency(by_method):
             settings = consistency_settings(cfg, cfg.data.challenge, int(acceleration))
             notes[acceleration] = {"weight": settings.weight, "iterations": settings.iterations}
     return notes

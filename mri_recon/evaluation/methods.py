@@ -21,7 +21,12 @@ from mri_recon.checkpoints import load_model
 from mri_recon.config import CONFIG_DIR
 from mri_recon.data.transforms import Sample
 from mri_recon.errors import UserError
-from mri_recon.evaluation.consistency import DC_SUFFIX, consistency_settings, consistent_images
+from mri_recon.evaluation.consistency import (
+    DC_SUFFIX,
+    consistency_settings,
+    consistent_images,
+    uses_consistency,
+)
 from mri_recon.models.interface import model_output, takes
 from mri_recon.reconstruct import unnormalize
 from mri_recon.runtime import Runtime
@@ -113,9 +118,8 @@ class Reconstructor:
     def needs_kspace(self) -> bool:
         """Whether the samples must carry their masked k-space: for TV, data consistency and
         k-space models."""
-        consistency = any(method.endswith(DC_SUFFIX) for method in self.methods)
         kspace_models = any(takes(model) == "kspace" for model in self.models.values())
-        return "tv" in self.methods or consistency or kspace_models
+        return "tv" in self.methods or uses_consistency(self.methods) or kspace_models
 
     @torch.no_grad()
     def learned(self, batch: Sample, model: nn.Module) -> np.ndarray:

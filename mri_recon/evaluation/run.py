@@ -19,7 +19,7 @@ from mri_recon.baselines.tv import check_baseline
 from mri_recon.checkpoints import merge_saved_config, unknown_settings
 from mri_recon.data.dataset import SliceDataset
 from mri_recon.data.loaders import fixed_mask_datasets, volume_loader
-from mri_recon.evaluation.consistency import DC_SUFFIX, check_consistency
+from mri_recon.evaluation.consistency import check_consistency, uses_consistency
 from mri_recon.evaluation.export import check_export, export_volumes
 from mri_recon.evaluation.methods import (
     BASELINES,
@@ -95,7 +95,7 @@ def check_settings(cfg: DictConfig) -> None:
     any checkpoint or data is read: export formats, TV's (also the coil maps of ``_dc``
     methods), and data consistency's when a ``_dc`` method is asked for."""
     check_export(list(cfg.export))
-    consistency = any(str(method).endswith(DC_SUFFIX) for method in cfg.method)
+    consistency = uses_consistency(cfg.method)
     if "tv" in cfg.method or consistency:
         check_baseline(cfg)
     if consistency:
